@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs everything CometKMS needs to build, test and run its demo on Debian 12:
+# Debian packages (SoftHSM2, etcd) when missing, then the npm packages from the lockfile.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v softhsm2-util >/dev/null 2>&1 || need_apt+=(softhsm2)
+command -v etcd >/dev/null 2>&1 || need_apt+=(etcd-server)
+command -v etcdctl >/dev/null 2>&1 || need_apt+=(etcd-client)
+if [ "${#need_apt[@]}" -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "install-deps: missing Debian packages: ${need_apt[*]} (run as root, or: sudo apt-get install ${need_apt[*]})" >&2
+    exit 1
+  fi
+  echo "install-deps: apt-get install ${need_apt[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+# The etcd-server package starts a system etcd on 127.0.0.1:2379; our tests and demo start their
+# own members on random ports and never touch it.
+
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  echo "install-deps: npm ci"
+  npm ci --no-audit --no-fund
+fi
