@@ -1,0 +1,47 @@
+/**
+ * The live view of a running node that the admin API, metrics and CLI read. The runtime builds
+ * it; admin/ only renders it. Field names of `NodeStatus` are the `/status` contract of
+ * ARCHITECTURE.md §5 (snake_case, numbers as JSON numbers).
+ */
+export interface NodeStatus {
+  node_id: string;
+  mode: 'single' | 'cluster';
+  role: 'leader' | 'follower';
+  /** null while no leader is known */
+  leader_id: string | null;
+  /** fencing term: the create revision of the leader key (cluster), 0 in single-node mode */
+  term: number;
+  uptime_s: number;
+  hsm: HsmStatus;
+  cluster?: ClusterStatus;
+  chains: ChainStatus[];
+}
+
+export interface HsmStatus {
+  token_label: string;
+  /** the token answered the last health check */
+  reachable: boolean;
+  /** a logged-in signing session is open (leader only) */
+  signing_session: boolean;
+  last_error?: string;
+}
+
+export interface ClusterStatus {
+  etcd_endpoints: string[];
+  members: Array<{ node_id: string; forward_addr: string; leader: boolean }>;
+  etcd_healthy: boolean;
+  leader_changes: number;
+}
+
+export interface ChainStatus {
+  chain_id: string;
+  key_type: string;
+  protocol: string;
+  /** the last reserved HRS; height/round/step as JSON numbers */
+  height: number;
+  round: number;
+  step: number;
+  /** ISO time of the last signature this node produced, null if none yet */
+  last_signed_at: string | null;
+  validators: Array<{ addr: string; connected: boolean; remote_node_id?: string; connects: number }>;
+}
