@@ -1,0 +1,108 @@
+/**
+ * The commented config.toml that `cometkms init` writes. It shows every key of the contract
+ * (ARCHITECTURE.md §5); optional ones are commented out with their default or an example.
+ * Lines that are commented-out keys start with `# ` directly followed by the key or table
+ * header, so tests can uncomment them all and check that the result still parses.
+ */
+import type { KeyType, ProtocolVersion } from '../cometbft/types.ts';
+import { CONFIG_DEFAULTS } from './load.ts';
+
+/** What `init` fills in; without a chain, a placeholder chain the operator must edit is written. */
+export interface TemplateOptions {
+  nodeId: string;
+  /** absolute path of the home directory */
+  home: string;
+  chain?: {
+    id: string;
+    keyLabel: string;
+    keyType: KeyType;
+    protocol: ProtocolVersion;
+    validator: string;
+  };
+}
+
+/** A TOML basic string: JSON escapes are valid TOML escapes, except that DEL must be escaped too. */
+function str(s: string): string {
+  return JSON.stringify(s).replace(/\u007f/g, '\\u007F');
+}
+
+/** Renders the commented config.toml for `opts`. */
+export function configTemplate(opts: TemplateOptions): string {
+  const chain = opts.chain;
+  const chainNote = chain
+    ? ''
+    : '# EDIT BEFORE START: this chain is a placeholder. Set the chain id, the key label and the\n' +
+      '# validator address of your node (its priv_validator_laddr).\n';
+  const c: NonNullable<TemplateOptions['chain']> = chain ?? {
+    id: 'example-chain-1',
+    keyLabel: 'validator-key',
+    keyType: 'ed25519',
+    protocol: 'v0.38',
+    validator: 'tcp://127.0.0.1:26659',
+  };
+  const d = CONFIG_DEFAULTS;
+  return `# CometKMS configuration (TOML). Unknown keys are errors. Relative paths are resolved
+# against the directory of this file. Secrets are never written here, only the files that hold
+# them (chmod 600). Environment overrides: COMETKMS_NODE_ID (node.id), COMETKMS_HOME (node.home),
+# COMETKMS_ADMIN_LISTEN (admin.listen); COMETKMS_HSM_PIN holds the PIN when hsm.pin_file is unset.
+
+[node]
+# Unique within the cluster: letters, digits, '.', '_', '-'.
+id = ${str(opts.nodeId)}
+# State files, the lock and the privval transport identity live here.
+home = ${str(opts.home)}
+
+[hsm]
+# The PKCS#11 module of your HSM.
+module = "/usr/lib/softhsm/libsofthsm2.so"
+# A profile file in hsm/ (mechanisms and quirks of the HSM).
+profile = ${str(d.hsmProfile)}
+token_label = "cometkms"
+# File holding the user PIN; without it the PIN is read from COMETKMS_HSM_PIN.
+# pin_file = "/etc/cometkms/hsm.pin"
+
+[admin]
+# Admin API (health, status, metrics, leadership transfer), host:port.
+listen = ${str(d.adminListen)}
+# File holding the bearer token required on every non-public route.
+# token_file = "/etc/cometkms/admin.token"
+# Routes that need no token.
+# public_routes = ${JSON.stringify(d.adminPublicRoutes)}
+# Serve the admin API over TLS (both or neither).
+# tls_cert_file = "/etc/cometkms/tls/admin.pem"
+# tls_key_file = "/etc/cometkms/tls/admin-key.pem"
+
+# Cluster mode: leave this section out to run a single node.
+# [cluster]
+# etcd_endpoints = ["https://10.0.0.1:2379", "https://10.0.0.2:2379", "https://10.0.0.3:2379"]
+# lease_ttl_s = ${d.leaseTtlS}
+# etcd_prefix = ${str(d.etcdPrefix)}
+# etcd_call_timeout_ms = ${d.etcdCallTimeoutMs}
+# etcd_username = "cometkms"
+# etcd_password_file = "/etc/cometkms/etcd.password"
+# forward_listen = "0.0.0.0:26790"
+# forward_advertise = "10.0.0.1:26790"
+# Used for etcd and for forwarding between nodes (mutual TLS).
+# tls_ca_file = "/etc/cometkms/tls/ca.pem"
+# tls_cert_file = "/etc/cometkms/tls/node.pem"
+# tls_key_file = "/etc/cometkms/tls/node-key.pem"
+
+# One [[chain]] per chain this KMS signs for.
+${chainNote}[[chain]]
+id = ${str(c.id)}
+# CKA_LABEL of the key pair in the token.
+key_label = ${str(c.keyLabel)}
+# "ed25519" or "secp256k1"
+key_type = ${str(c.keyType)}
+# "v0.34" | "v0.37" | "v0.38" | "v1.0"
+protocol = ${str(c.protocol)}
+# Refuse a height more than this far above the last signed one (no limit when unset).
+# max_height_jump = 1000
+
+# One [[chain.validator]] per node endpoint to dial: tcp://host:port or unix:///abs/path.
+[[chain.validator]]
+addr = ${str(c.validator)}
+# [[chain.validator]]
+# addr = "unix:///run/cometbft/privval.sock"
+`;
+}

@@ -1,0 +1,74 @@
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { parseConfig } from '../../../src/config/load.ts';
+import { configTemplate } from '../../../src/config/template.ts';
+
+/** Uncomments every commented-out key and table header of the template. */
+function uncommentAll(text: string): string {
+  return text.replace(/^# (?=\[|[a-z_]+ = )/gm, '');
+}
+
+describe('configTemplate', () => {
+  test('parses as written, with the placeholder chain', () => {
+    const text = configTemplate({ nodeId: 'kms-1', home: '/var/lib/cometkms' });
+    const c = parseConfig(text, '/etc/cometkms/config.toml', {});
+    assert.equal(c.node.id, 'kms-1');
+    assert.equal(c.node.home, '/var/lib/cometkms');
+    assert.equal(c.cluster, undefined);
+    assert.equal(c.chains[0]!.id, 'example-chain-1');
+    assert.match(text, /EDIT BEFORE START/);
+  });
+
+  test('carries the given chain and escapes strings', () => {
+    const text = configTemplate({
+      nodeId: 'kms-2',
+      home: '/srv/k "q"\u007f',
+      chain: {
+        id: 'cosmoshub-4',
+        keyLabel: 'val\\x',
+        keyType: 'secp256k1',
+        protocol: 'v0.34',
+        validator: 'unix:///run/v.sock',
+      },
+    });
+    const c = parseConfig(text, '/etc/cometkms/config.toml', {});
+    assert.equal(c.node.home, '/srv/k "q"\u007f');
+    assert.deepEqual(c.chains, [
+      {
+        id: 'cosmoshub-4',
+        key_label: 'val\\x',
+        key_type: 'secp256k1',
+        protocol: 'v0.34',
+        validators: [{ addr: 'unix:///run/v.sock' }],
+      },
+    ]);
+    assert.doesNotMatch(text, /EDIT BEFORE START/);
+  });
+
+  test('shows every key: uncommenting all optional ones still parses and sets each of them', () => {
+    const c = parseConfig(uncommentAll(configTemplate({ nodeId: 'kms-1', home: '/h' })), '/etc/x.toml', {});
+    assert.ok(c.hsm.pin_file);
+    assert.deepEqual(Object.keys(c.admin).sort(), [
+      'listen',
+      'public_routes',
+      'tls_cert_file',
+      'tls_key_file',
+      'token_file',
+    ]);
+    assert.deepEqual(Object.keys(c.cluster ?? {}).sort(), [
+      'etcd_call_timeout_ms',
+      'etcd_endpoints',
+      'etcd_password_file',
+      'etcd_prefix',
+      'etcd_username',
+      'forward_advertise',
+      'forward_listen',
+      'lease_ttl_s',
+      'tls_ca_file',
+      'tls_cert_file',
+      'tls_key_file',
+    ]);
+    assert.equal(c.chains[0]!.max_height_jump, 1000);
+    assert.equal(c.chains[0]!.validators.length, 2);
+  });
+});
