@@ -1,0 +1,141 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { voteSignBytes } from '../../../src/cometbft/signbytes.ts';
+import type { PrivvalMessage } from '../../../src/cometbft/types.ts';
+import { ChainGuard } from '../../../src/guard/chain-guard.ts';
+import { InMemorySignStateStore } from '../../../src/store/memory.ts';
+import { initialSignState } from '../../../src/store/types.ts';
+import { CHAIN_ID, makeGuard, SEED, vote, voteRequest } from '../../helpers/guard-fixtures.ts';
+import { InMemorySigner } from '../../helpers/memory-signer.ts';
+
+describe('ChainGuard requests other than signing', () => {
+  it('returns the signer public key for its chain', async () => {
+    const fx = await makeGuard();
+    const reply = await fx.guard.handle({ kind: 'pubKeyRequest', chainId: CHAIN_ID });
+    assert.deepEqual(reply, { kind: 'pubKeyResponse', pubKey: fx.signer.pubKey });
+    assert.equal(fx.decisions.at(-1)?.outcome, 'served');
+    assert.equal(fx.decisions.at(-1)?.kind, 'pubkey');
+  });
+
+  for (const [protocol, text] of [
+    ['v0.34', 'unable to provide pubkey'],
+    ['v0.37', 'unable to provide pubkey'],
+    ['v0.38', 'unable to provide pubkey'],
+    ['v1.0', 'unable to provide pubkey type and bytes'],
+  ] as const) {
+    it(`${protocol}: refuses the public key for another chain`, async () => {
+      const fx = await makeGuard({ protocol });
+      const reply = await fx.guard.handle({ kind: 'pubKeyRequest', chainId: 'other-chain' });
+      assert.deepEqual(reply, {
+        kind: 'pubKeyResponse',
+        error: { code: 0, description: `${text}: chain id mismatch: got other-chain, want ${CHAIN_ID}` },
+      });
+      assert.equal(fx.decisions.at(-1)?.outcome, 'refused');
+    });
+  }
+
+  it('refuses SignBytes and never calls the signer', async () => {
+    const fx = await makeGuard({ protocol: 'v1.0' });
+    const reply = await fx.guard.handle({ kind: 'signBytesRequest', value: new Uint8Array([1, 2, 3]) });
+    assert.deepEqual(reply, {
+      kind: 'signBytesResponse',
+      signature: new Uint8Array(),
+      error: {
+        code: 0,
+        description: 'unable to sign bytes: CometKMS does not sign arbitrary bytes with a validator key',
+      },
+    });
+    assert.equal(fx.signer.signed.length, 0);
+    assert.equal(fx.decisions.at(-1)?.kind, 'sign_bytes');
+  });
+
+  it('answers a ping with a PingResponse', async () => {
+    const fx = await makeGuard();
+    assert.deepEqual(await fx.guard.handle({ kind: 'pingRequest' }), { kind: 'pingResponse' });
+  });
+
+  const unknown: PrivvalMessage[] = [
+    { kind: 'empty' },
+    { kind: 'pingResponse' },
+    { kind: 'pubKeyResponse' },
+    { kind: 'signBytesResponse', signature: new Uint8Array() },
+  ];
+  for (const request of unknown) {
+    it(`answers ${request.kind} with an empty Message`, async () => {
+      const fx = await makeGuard();
+      assert.deepEqual(await fx.guard.handle(request), { kind: 'empty' });
+    });
+  }
+
+  it('reports a decision with HRS, sign bytes digest and HSM time', async () => {
+    let clock = 0;
+    const fx = await makeGuard({ now: () => (clock += 5) });
+    await fx.guard.handle(voteRequest(vote({ type: 2, height: 12n, round: 3 })));
+    const d = fx.decisions.at(-1);
+    assert.ok(d !== undefined);
+    assert.equal(d.chainId, CHAIN_ID);
+    assert.equal(d.kind, 'vote');
+    assert.equal(d.type, 2);
+    assert.equal(d.height, 12n);
+    assert.equal(d.round, 3);
+    assert.equal(d.step, 3);
+    assert.equal(d.outcome, 'signed');
+    assert.match(d.signBytesSha256 ?? '', /^[0-9a-f]{64}$/);
+    assert.ok(d.latencyMs > 0);
+    assert.ok((d.hsmMs ?? 0) > 0);
+  });
+
+  it('is not disturbed by an observer that throws', async () => {
+    const guard = new ChainGuard({
+      chainId: CHAIN_ID,
+      protocol: 'v0.38',
+      signer: InMemorySigner.ed25519(SEED),
+      store: new InMemorySignStateStore(),
+      onDecision: () => {
+        throw new Error('observer failed');
+      },
+    });
+    await guard.init();
+    const reply = await guard.handle(voteRequest(vote()));
+    assert.equal(reply.kind, 'signedVoteResponse');
+    assert.equal(reply.kind === 'signedVoteResponse' && reply.vote.signature.length, 64);
+  });
+
+  it('lastState reports the reserved and recorded state as a copy', async () => {
+    const fx = await makeGuard();
+    assert.deepEqual(fx.guard.lastState(), initialSignState());
+    await fx.guard.handle(voteRequest(vote()));
+    const s = fx.guard.lastState();
+    assert.equal(s.height, 10n);
+    assert.equal(s.round, 0);
+    assert.equal(s.step, 2);
+    assert.deepEqual(s.signBytes, voteSignBytes(CHAIN_ID, vote()));
+    assert.equal(s.signature.length, 64);
+    s.signBytes.fill(0);
+    assert.deepEqual(fx.guard.lastState().signBytes, voteSignBytes(CHAIN_ID, vote()));
+  });
+
+  it('init fails when the store cannot be read', async () => {
+    const store = new InMemorySignStateStore();
+    store.failNextLoad();
+    const guard = new ChainGuard({
+      chainId: CHAIN_ID,
+      protocol: 'v0.38',
+      signer: InMemorySigner.ed25519(SEED),
+      store,
+    });
+    await assert.rejects(guard.init(), /load failed/);
+  });
+
+  it('asks the node to retry when used before init', async () => {
+    const signer = InMemorySigner.ed25519(SEED);
+    const guard = new ChainGuard({
+      chainId: CHAIN_ID,
+      protocol: 'v0.38',
+      signer,
+      store: new InMemorySignStateStore(),
+    });
+    assert.deepEqual(await guard.handle(voteRequest(vote())), { kind: 'empty' });
+    assert.equal(signer.signed.length, 0);
+  });
+});
