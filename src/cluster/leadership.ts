@@ -1,0 +1,448 @@
+import { EventEmitter } from 'node:events';
+import type { Etcd3, IKeyValue, IRangeResponse, Watcher } from 'etcd3';
+import { etcdKeys, type FencingToken, fencingCompares, type LeadershipFence } from '../store/etcd.ts';
+
+/** Who leads, as written in the leader key. `advertise` is where followers forward to. */
+export interface LeaderInfo {
+  nodeId: string;
+  advertise: string;
+}
+
+export type Role = 'leader' | 'follower';
+
+/** The subset of a pino logger this module uses. */
+export interface LeadershipLogger {
+  info(obj: object, msg: string): void;
+  warn(obj: object, msg: string): void;
+}
+
+export interface LeadershipOptions {
+  /** client over all members: campaigns, watch, lease grant and revoke */
+  client: Etcd3;
+  /** one single-member client per endpoint; keepalives go to all at once. Default: [client] */
+  members?: Etcd3[];
+  /** key prefix, e.g. "cometkms/" */
+  prefix: string;
+  nodeId: string;
+  /** host:port followers forward requests to */
+  advertise: string;
+  /** lease TTL in whole seconds (etcd raises it to ceil(1.5 × its election timeout)) */
+  leaseTtlS: number;
+  /** deadline of one keepalive; default min(300 ms, TTL/4) */
+  keepaliveTimeoutMs?: number;
+  /** how long non-preferred nodes wait after a transfer before campaigning anyway; default 300 ms */
+  preferDelayMs?: number;
+  logger?: LeadershipLogger;
+}
+
+const silent: LeadershipLogger = { info() {}, warn() {} };
+
+/**
+ * The value of the preferred-leader hint written by a hand-over: `to` (if set) should win; if
+ * not set, anyone but `from` should. Others wait `preferDelayMs` before campaigning anyway, so a
+ * dead target costs that much extra, never liveness.
+ */
+interface PreferredHint {
+  from: string;
+  to?: string;
+}
+
+/**
+ * Leader election on etcd with a fencing token (ARCHITECTURE.md §2.4, §4).
+ *
+ * The leader key `${prefix}leader` holds `{nodeId, advertise}`, bound to this node's lease. A
+ * campaign is one transaction: "if the key does not exist, create it with my lease". The winner's
+ * token is (lease id, create revision, value); `EtcdSignStateStore` compares all three in every
+ * write, so safety never rests on this class's belief that it leads: being "leader" here only
+ * means "worth trying to sign".
+ *
+ * The lease is kept alive by our own keepalive every TTL/4, sent to every member in parallel with
+ * a short deadline (etcd3's built-in keepalive rides one stream and notices a dead member only
+ * after a whole TTL). The lease counts as lost when etcd answers "not found", or when no
+ * keepalive succeeded for a whole TTL; then a new lease is granted and the node campaigns again.
+ * A slow call alone never makes the leader step down: only a lost lease, a changed leader key
+ * (watch) or a failed fence (`stepDown`) do.
+ *
+ * Followers watch the leader key and campaign when it is deleted; they also campaign every TTL/4
+ * (a failed campaign is a read) so that a stalled watch stream cannot leave them waiting.
+ *
+ * Events: 'leader' (token), 'follower' (LeaderInfo | undefined; also when the leader changes),
+ * 'change' (after any change of role or leader).
+ */
+export class Leadership extends EventEmitter implements LeadershipFence {
+  readonly #client: Etcd3;
+  readonly #members: Etcd3[];
+  readonly #nodeId: string;
+  readonly #advertise: string;
+  /** the leader key value this node writes */
+  readonly #value: string;
+  readonly #leaderKey: Buffer;
+  readonly #preferredKey: Buffer;
+  readonly #ttlMs: number;
+  readonly #ttlS: number;
+  readonly #keepaliveTimeoutMs: number;
+  readonly #preferDelayMs: number;
+  readonly #log: LeadershipLogger;
+
+  #running = false;
+  #leaseId: string | undefined;
+  /** send time of the last keepalive etcd acknowledged for #leaseId */
+  #lastKeepaliveOk = 0;
+  #token: FencingToken | undefined;
+  #leader: LeaderInfo | undefined;
+  /** mod revision of the leader key our view reflects; older watch events are ignored */
+  #leaderRev = 0n;
+  #watcher: Watcher | undefined;
+  #keepaliveTimer: NodeJS.Timeout | undefined;
+  #campaignTimer: NodeJS.Timeout | undefined;
+  #deferredCampaign: NodeJS.Timeout | undefined;
+  #pollQueued = false;
+  /** serializes campaigns, hand-overs and role changes */
+  #queue: Promise<void> = Promise.resolve();
+
+  constructor(opts: LeadershipOptions) {
+    super();
+    if (!Number.isInteger(opts.leaseTtlS) || opts.leaseTtlS < 1) {
+      throw new Error(`cluster: lease_ttl_s must be a whole number ≥ 1, got ${opts.leaseTtlS}`);
+    }
+    this.#client = opts.client;
+    this.#members = opts.members ?? [opts.client];
+    this.#nodeId = opts.nodeId;
+    this.#advertise = opts.advertise;
+    this.#value = JSON.stringify({ nodeId: opts.nodeId, advertise: opts.advertise });
+    this.#leaderKey = etcdKeys.leader(opts.prefix);
+    this.#preferredKey = etcdKeys.preferred(opts.prefix);
+    this.#ttlS = opts.leaseTtlS;
+    this.#ttlMs = opts.leaseTtlS * 1000;
+    this.#keepaliveTimeoutMs = opts.keepaliveTimeoutMs ?? Math.min(300, this.#ttlMs / 4);
+    this.#preferDelayMs = opts.preferDelayMs ?? 300;
+    this.#log = opts.logger ?? silent;
+  }
+
+  get role(): Role {
+    return this.#token !== undefined ? 'leader' : 'follower';
+  }
+
+  /** The current leader as last seen (this node when leading); undefined if none is known. */
+  get leader(): LeaderInfo | undefined {
+    return this.#leader;
+  }
+
+  get token(): FencingToken | undefined {
+    return this.#token;
+  }
+
+  /** The create revision of the leader key this node won (its term); undefined while following. */
+  get term(): string | undefined {
+    return this.#token?.createRevision;
+  }
+
+  /** Starts keepalive, watch and campaigning; resolves after the first campaign attempt. */
+  async start(): Promise<void> {
+    if (this.#running) return;
+    this.#running = true;
+    this.#watcher = this.#client
+      .watch()
+      .key(this.#leaderKey)
+      .watcher()
+      .on('put', (kv) => this.#enqueue(() => this.#onLeaderKeyEvent(kv, 'put')))
+      .on('delete', (kv) => this.#enqueue(() => this.#onLeaderKeyEvent(kv, 'delete')))
+      .on('error', (err) => this.#log.warn({ err }, 'leader key watch failed; relying on polling'));
+    const tick = Math.max(50, Math.floor(this.#ttlMs / 4));
+    this.#keepaliveTimer = setInterval(() => void this.#keepaliveTick(), tick);
+    this.#campaignTimer = setInterval(() => {
+      // at most one polling campaign queued, however slow etcd is
+      if (this.role === 'leader' || this.#pollQueued) return;
+      this.#pollQueued = true;
+      this.#enqueue(() => {
+        this.#pollQueued = false;
+        return this.#campaign(false);
+      });
+    }, tick);
+    await this.#enqueue(() => this.#campaign(false));
+  }
+
+  /**
+   * Hands leadership over without waiting for the lease: in one fenced transaction, deletes the
+   * leader key and writes a hint that this node should not win the next election. Others see the
+   * delete on their watch and campaign at once. This node stays a follower (and campaigns again
+   * only after `preferDelayMs`, if nobody else took over). A no-op when not leading.
+   */
+  async resign(): Promise<void> {
+    await this.#enqueue(() => this.#handOver(undefined));
+  }
+
+  /**
+   * Like `resign`, but the hint names `nodeId` as the preferred next leader: it campaigns at once
+   * while the others wait `preferDelayMs` first. If `nodeId` is dead, another node takes over
+   * after that delay. Without `nodeId`, equals `resign`.
+   */
+  async transferTo(nodeId?: string): Promise<void> {
+    await this.#enqueue(() => this.#handOver(nodeId));
+  }
+
+  /**
+   * Called by the store when a fenced transaction proved `token` is no longer the leadership.
+   * Drops it, revokes the lease (so that whatever it still holds goes) and campaigns again with a
+   * new lease. Ignored if `token` is not the current one (an older term's late failure).
+   */
+  stepDown(reason: string, token: FencingToken): void {
+    if (!this.#sameToken(token)) return;
+    this.#log.warn({ reason, term: token.createRevision }, 'stepping down');
+    const leaseId = this.#leaseId;
+    this.#leaseId = undefined;
+    this.#setFollower(undefined);
+    if (leaseId !== undefined) void this.#revoke(leaseId);
+  }
+
+  /**
+   * Stops everything. With `revoke` (the default) the lease is revoked, which deletes the leader
+   * key if this node held it; `revoke: false` lets it expire after the TTL, like a crash.
+   */
+  async stop(opts: { revoke?: boolean } = {}): Promise<void> {
+    if (!this.#running) return;
+    this.#running = false;
+    clearInterval(this.#keepaliveTimer);
+    clearInterval(this.#campaignTimer);
+    clearTimeout(this.#deferredCampaign);
+    await this.#queue;
+    const leaseId = this.#leaseId;
+    this.#leaseId = undefined;
+    this.#setFollower(undefined);
+    await this.#watcher?.cancel().catch(() => undefined);
+    if (leaseId !== undefined && opts.revoke !== false) await this.#revoke(leaseId);
+  }
+
+  #enqueue(fn: () => Promise<void>): Promise<void> {
+    const run = this.#queue.then(fn).catch((err: unknown) => {
+      this.#log.warn({ err }, 'leadership step failed; retrying on the next tick');
+    });
+    this.#queue = run;
+    return run;
+  }
+
+  #sameToken(t: FencingToken): boolean {
+    const cur = this.#token;
+    return cur !== undefined && cur.leaseId === t.leaseId && cur.createRevision === t.createRevision;
+  }
+
+  #setLeader(token: FencingToken): void {
+    this.#token = token;
+    this.#leader = { nodeId: this.#nodeId, advertise: this.#advertise };
+    this.#log.info({ term: token.createRevision, lease: token.leaseId }, 'became leader');
+    this.emit('leader', token);
+    this.emit('change');
+  }
+
+  #setFollower(leader: LeaderInfo | undefined): void {
+    const wasLeader = this.#token !== undefined;
+    const prev = this.#leader;
+    this.#token = undefined;
+    this.#leader = leader;
+    const leaderChanged = prev?.nodeId !== leader?.nodeId || prev?.advertise !== leader?.advertise;
+    if (!wasLeader && !leaderChanged) return;
+    if (wasLeader) this.#log.warn({ leader: leader?.nodeId }, 'no longer leader');
+    this.emit('follower', leader);
+    this.emit('change');
+  }
+
+  /** Grants a lease if there is none; then, if nobody leads, tries to create the leader key. */
+  async #campaign(ignoreHint: boolean): Promise<void> {
+    if (!this.#running || this.#token !== undefined) return;
+    if (this.#leaseId === undefined) await this.#grant();
+    const leaseId = this.#leaseId;
+    if (leaseId === undefined) return;
+    const res = await this.#client.kv.txn({
+      compare: [
+        { key: this.#leaderKey, target: 'Create', result: 'Equal', create_revision: 0 },
+        // a pending hand-over hint makes this attempt fail, so we can decide whether to defer
+        ...(ignoreHint
+          ? []
+          : [
+              {
+                key: this.#preferredKey,
+                target: 'Create' as const,
+                result: 'Equal' as const,
+                create_revision: 0,
+              },
+            ]),
+      ],
+      success: [
+        { request_put: { key: this.#leaderKey, value: Buffer.from(this.#value), lease: leaseId } },
+        { request_delete_range: { key: this.#preferredKey } },
+      ],
+      failure: [{ request_range: { key: this.#leaderKey } }, { request_range: { key: this.#preferredKey } }],
+    });
+    // The lease may have been lost or replaced while the call was in flight.
+    if (!this.#running || this.#leaseId !== leaseId || this.#token !== undefined) return;
+    if (res.succeeded) {
+      // the key was created by this transaction, i.e. at its revision
+      this.#leaderRev = BigInt(res.header.revision);
+      this.#setLeader({ leaseId, createRevision: res.header.revision, leaderValue: this.#value });
+      return;
+    }
+    const [leaderKv, hintKv] = res.responses.map(
+      (r) => (r.response_range as IRangeResponse | undefined)?.kvs[0],
+    );
+    if (leaderKv !== undefined) {
+      this.#leaderRev = BigInt(leaderKv.mod_revision);
+      const mine = leaderKv.value.toString() === this.#value;
+      if (mine && leaderKv.lease === leaseId) {
+        // We created it earlier but lost the reply: it is ours, with that create revision.
+        this.#setLeader({ leaseId, createRevision: leaderKv.create_revision, leaderValue: this.#value });
+      } else if (mine) {
+        // Written by this node under a lease it has given up as lost (e.g. etcd lost quorum and
+        // then revived the lease). Nobody can use it: revoke it rather than wait for its expiry.
+        this.#setFollower(undefined);
+        await this.#revoke(leaderKv.lease);
+      } else {
+        this.#setFollower(this.#parseLeader(leaderKv));
+      }
+      return;
+    }
+    this.#setFollower(undefined);
+    if (hintKv === undefined) return;
+    if (this.#hintFavoursMe(hintKv)) {
+      await this.#campaign(true);
+    } else if (this.#deferredCampaign === undefined) {
+      this.#deferredCampaign = setTimeout(() => {
+        this.#deferredCampaign = undefined;
+        this.#enqueue(() => this.#campaign(true));
+      }, this.#preferDelayMs);
+    }
+  }
+
+  #hintFavoursMe(kv: IKeyValue): boolean {
+    try {
+      const hint = JSON.parse(kv.value.toString()) as PreferredHint;
+      return hint.to !== undefined ? hint.to === this.#nodeId : hint.from !== this.#nodeId;
+    } catch {
+      return true;
+    }
+  }
+
+  #parseLeader(kv: IKeyValue): LeaderInfo | undefined {
+    try {
+      const v = JSON.parse(kv.value.toString()) as Partial<LeaderInfo>;
+      if (typeof v.nodeId === 'string' && typeof v.advertise === 'string') {
+        return { nodeId: v.nodeId, advertise: v.advertise };
+      }
+    } catch {
+      // fall through
+    }
+    this.#log.warn({ value: kv.value.toString() }, 'leader key holds an unreadable value');
+    return undefined;
+  }
+
+  async #onLeaderKeyEvent(kv: IKeyValue, kind: 'put' | 'delete'): Promise<void> {
+    const rev = BigInt(kv.mod_revision);
+    if (!this.#running || rev <= this.#leaderRev) return;
+    this.#leaderRev = rev;
+    if (kind === 'put') {
+      const ours =
+        this.#token !== undefined &&
+        kv.lease === this.#token.leaseId &&
+        kv.create_revision === this.#token.createRevision &&
+        kv.value.toString() === this.#value;
+      if (!ours) this.#setFollower(this.#parseLeader(kv));
+      return;
+    }
+    // Deleted: our lease expired or was revoked, or a hand-over. Nobody leads now.
+    this.#setFollower(undefined);
+    await this.#campaign(false);
+  }
+
+  async #handOver(to: string | undefined): Promise<void> {
+    const token = this.#token;
+    if (!this.#running || token === undefined) return;
+    const hint: PreferredHint = to === undefined ? { from: this.#nodeId } : { from: this.#nodeId, to };
+    // The hint is bound to our lease: if we stop (revoke), it goes too. The winner deletes it.
+    const res = await this.#client.kv.txn({
+      compare: fencingCompares(this.#leaderKey, token),
+      success: [
+        {
+          request_put: {
+            key: this.#preferredKey,
+            value: Buffer.from(JSON.stringify(hint)),
+            lease: token.leaseId,
+          },
+        },
+        { request_delete_range: { key: this.#leaderKey } },
+      ],
+      failure: [],
+    });
+    if (res.succeeded) this.#log.info({ to: to ?? null }, 'handed leadership over');
+    else this.#log.warn({}, 'hand-over found the leadership already lost');
+    this.#setFollower(undefined);
+  }
+
+  async #grant(): Promise<void> {
+    const res = await this.#client.leaseClient.leaseGrant({ TTL: this.#ttlS });
+    if (Number(res.TTL) > this.#ttlS) {
+      this.#log.warn(
+        { asked: this.#ttlS, granted: Number(res.TTL) },
+        'etcd raised the lease TTL; lower its election timeout',
+      );
+    }
+    this.#leaseId = res.ID;
+    this.#lastKeepaliveOk = Date.now();
+  }
+
+  async #revoke(leaseId: string): Promise<void> {
+    try {
+      await this.#client.leaseClient.leaseRevoke({ ID: leaseId });
+    } catch (err) {
+      this.#log.warn({ err }, 'lease revoke failed; it will expire after its TTL');
+    }
+  }
+
+  async #keepaliveTick(): Promise<void> {
+    const leaseId = this.#leaseId;
+    if (!this.#running || leaseId === undefined) return;
+    const sentAt = Date.now();
+    const answers = await Promise.all(this.#members.map((m) => this.#keepaliveOnce(m, leaseId)));
+    if (this.#leaseId !== leaseId) return;
+    if (answers.includes('ok')) {
+      this.#lastKeepaliveOk = sentAt;
+    } else if (answers.includes('not-found')) {
+      this.#loseLease(leaseId, 'etcd no longer knows the lease');
+    } else if (Date.now() - this.#lastKeepaliveOk >= this.#ttlMs) {
+      this.#loseLease(leaseId, 'no keepalive succeeded for a whole TTL');
+    }
+  }
+
+  #loseLease(leaseId: string, reason: string): void {
+    this.#log.warn({ lease: leaseId, reason }, 'lease lost');
+    this.#enqueue(async () => {
+      if (this.#leaseId !== leaseId) return;
+      this.#leaseId = undefined;
+      this.#setFollower(undefined);
+      await this.#campaign(false);
+    });
+  }
+
+  /** One keepalive on one member's own stream, bounded by its deadline. */
+  async #keepaliveOnce(member: Etcd3, leaseId: string): Promise<'ok' | 'not-found' | 'failed'> {
+    const deadline = Date.now() + this.#keepaliveTimeoutMs;
+    try {
+      const stream = await member.leaseClient.leaseKeepAlive({ deadline });
+      return await new Promise((resolve) => {
+        let done = false;
+        const finish = (r: 'ok' | 'not-found' | 'failed') => {
+          if (done) return;
+          done = true;
+          clearTimeout(guard);
+          stream.cancel();
+          resolve(r);
+        };
+        // the gRPC deadline ends the stream; this is a backstop in case no status arrives
+        const guard = setTimeout(() => finish('failed'), this.#keepaliveTimeoutMs + 50);
+        stream.on('data', (res) => finish(res.TTL === '0' ? 'not-found' : 'ok'));
+        stream.on('error', () => finish('failed'));
+        stream.write({ ID: leaseId });
+      });
+    } catch {
+      return 'failed';
+    }
+  }
+}

@@ -1,0 +1,195 @@
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import { Step } from '../../../src/cometbft/types.ts';
+import {
+  EtcdSignStateStore,
+  encodeSignState,
+  etcdKeys,
+  type FencingToken,
+  NotLeaderError,
+  StateRegressionError,
+} from '../../../src/store/etcd.ts';
+import { initialSignState, type SignState } from '../../../src/store/types.ts';
+import {
+  type EtcdCluster,
+  startEtcdCluster,
+  type TestNode,
+  testNode,
+  waitUntil,
+} from '../../helpers/etcd-cluster.ts';
+
+const CHAIN = 'test-chain';
+let cluster: EtcdCluster;
+let prefixes = 0;
+const started: TestNode[] = [];
+
+before(async () => {
+  cluster = await startEtcdCluster({ members: 3, unsafeNoFsync: true });
+});
+after(async () => {
+  try {
+    await Promise.all(started.map((n) => n.stop({ revoke: false })));
+  } finally {
+    await cluster.stop();
+  }
+});
+
+function state(height: bigint, round: number, step: number, bytes: string): SignState {
+  return {
+    height,
+    round,
+    step,
+    signBytes: new Uint8Array(Buffer.from(bytes)),
+    extensionSignBytes: new Uint8Array(),
+    signature: new Uint8Array(),
+  };
+}
+
+async function nodes(ids: string[]): Promise<{ prefix: string; nodes: TestNode[] }> {
+  const prefix = `store-${++prefixes}/`;
+  const ns = ids.map((id) => testNode(cluster, prefix, id));
+  started.push(...ns);
+  await Promise.all(ns.map((n) => n.leadership.start()));
+  await waitUntil('a leader', 5_000, () => ns.some((n) => n.leadership.role === 'leader'));
+  return { prefix, nodes: ns };
+}
+
+/** The state as stored in etcd, read by a client that is not part of any node. */
+async function stored(n: TestNode, prefix: string): Promise<string | null> {
+  return await n.clients.client.get(etcdKeys.state(prefix, CHAIN).toString()).string();
+}
+
+test('load creates the initial state; reserve and recordSignature write it durably', async () => {
+  const {
+    prefix,
+    nodes: [n],
+  } = await nodes(['kms-1']);
+  const s = n!.store;
+  const init = await s.load(CHAIN);
+  assert.deepEqual(init, initialSignState());
+  const next = state(5n, 0, Step.Propose, 'proposal-5');
+  assert.deepEqual(await s.reserve(CHAIN, init, next), { ok: true });
+  await s.recordSignature(CHAIN, next, next.signBytes, new Uint8Array([1, 2, 3]));
+  // a fresh store (no cache) sees exactly what was written
+  const fresh = new EtcdSignStateStore({ client: n!.clients.client, prefix, leadership: n!.leadership });
+  assert.deepEqual(await fresh.load(CHAIN), { ...next, signature: new Uint8Array([1, 2, 3]) });
+  // recording for a state that moved on is a no-op
+  const later = state(5n, 0, Step.Prevote, 'prevote-5');
+  assert.deepEqual(await fresh.reserve(CHAIN, await fresh.load(CHAIN), later), { ok: true });
+  await s.recordSignature(CHAIN, next, next.signBytes, new Uint8Array([9]));
+  assert.deepEqual(await fresh.load(CHAIN), later);
+});
+
+test('two stores racing conflicting reservations at one HRS: exactly one wins, the other sees its bytes', async () => {
+  const {
+    nodes: [n],
+  } = await nodes(['kms-1']);
+  const a = n!.store;
+  const b = new EtcdSignStateStore({
+    client: n!.clients.client,
+    prefix: `store-${prefixes}/`,
+    leadership: n!.leadership,
+  });
+  const base = await a.load(CHAIN);
+  assert.deepEqual(await b.load(CHAIN), base);
+  const va = state(7n, 1, Step.Prevote, 'vote-for-A');
+  const vb = state(7n, 1, Step.Prevote, 'vote-for-B');
+  const [ra, rb] = await Promise.all([a.reserve(CHAIN, base, va), b.reserve(CHAIN, base, vb)]);
+  const wins = [ra, rb].filter((r) => r.ok);
+  assert.equal(wins.length, 1);
+  const [winner, loser] = ra.ok ? [va, rb] : [vb, ra];
+  assert.equal(loser.ok, false);
+  assert.ok(!loser.ok);
+  assert.deepEqual(loser.current, winner);
+  assert.deepEqual(await b.load(CHAIN), winner);
+});
+
+test('a zombie leader whose lease is gone is fenced: NotLeaderError, stepDown, nothing written', async () => {
+  const { prefix, nodes: ns } = await nodes(['kms-1', 'kms-2']);
+  const zombie = ns.find((n) => n.leadership.role === 'leader')!;
+  const other = ns.find((n) => n !== zombie)!;
+  const before = await zombie.store.load(CHAIN);
+  const staleToken = zombie.leadership.token!;
+  // Simulate a pause long enough for the lease to expire: etcd drops the lease and the leader key.
+  await other.clients.client.leaseClient.leaseRevoke({ ID: staleToken.leaseId });
+  await waitUntil('the other node to lead', 5_000, () => other.leadership.role === 'leader');
+
+  // The zombie still believes it leads (its token was captured before the pause).
+  const stepDowns: FencingToken[] = [];
+  const zombieStore = new EtcdSignStateStore({
+    client: zombie.clients.client,
+    prefix,
+    leadership: { token: staleToken, stepDown: (_reason, t) => stepDowns.push(t) },
+  });
+  assert.deepEqual(await zombieStore.load(CHAIN), before);
+  await assert.rejects(
+    zombieStore.reserve(CHAIN, before, state(9n, 0, Step.Prevote, 'zombie')),
+    NotLeaderError,
+  );
+  await assert.rejects(
+    zombieStore.recordSignature(CHAIN, before, before.signBytes, new Uint8Array([7])),
+    NotLeaderError,
+  );
+  assert.deepEqual(stepDowns, [staleToken, staleToken]);
+  assert.equal(await stored(zombie, prefix), encodeSignState(before).toString());
+
+  // the real leader writes on
+  const cur = await other.store.load(CHAIN);
+  assert.deepEqual(await other.store.reserve(CHAIN, cur, state(9n, 0, Step.Prevote, 'leader')), { ok: true });
+});
+
+test('after a transfer the old leader refuses to write and the new one writes on', async () => {
+  const { prefix, nodes: ns } = await nodes(['kms-1', 'kms-2']);
+  const old = ns.find((n) => n.leadership.role === 'leader')!;
+  const other = ns.find((n) => n !== old)!;
+  const s0 = await old.store.load(CHAIN);
+  assert.deepEqual(await old.store.reserve(CHAIN, s0, state(3n, 0, Step.Propose, 'p3')), { ok: true });
+  await old.leadership.transferTo(other.nodeId);
+  await waitUntil('the other node to lead', 5_000, () => other.leadership.role === 'leader');
+  const cur = await other.store.load(CHAIN);
+  assert.deepEqual(await other.store.reserve(CHAIN, cur, state(3n, 0, Step.Prevote, 'v3')), { ok: true });
+  // old no longer has a token: refused before any round trip
+  await assert.rejects(old.store.reserve(CHAIN, cur, state(3n, 0, Step.Precommit, 'old')), NotLeaderError);
+  assert.equal(await stored(old, prefix), encodeSignState(state(3n, 0, Step.Prevote, 'v3')).toString());
+});
+
+test('a stored state that goes backwards is an error, not a new baseline', async () => {
+  const {
+    prefix,
+    nodes: [n],
+  } = await nodes(['kms-1']);
+  const s = n!.store;
+  const high = state(100n, 2, Step.Precommit, 'precommit-100');
+  assert.deepEqual(await s.reserve(CHAIN, await s.load(CHAIN), high), { ok: true });
+  // a restored backup puts an older state under the key
+  await n!.clients.client
+    .put(etcdKeys.state(prefix, CHAIN))
+    .value(encodeSignState(state(90n, 0, Step.Prevote, 'old')));
+  await assert.rejects(s.load(CHAIN), StateRegressionError);
+  await assert.rejects(s.reserve(CHAIN, high, state(101n, 0, Step.Propose, 'p101')), StateRegressionError);
+  // and nothing was written over the restored value
+  assert.equal(await stored(n!, prefix), encodeSignState(state(90n, 0, Step.Prevote, 'old')).toString());
+});
+
+test('reserve refuses to move below the expected state', async () => {
+  const {
+    nodes: [n],
+  } = await nodes(['kms-1']);
+  const s = n!.store;
+  const cur = state(10n, 0, Step.Prevote, 'v10');
+  assert.deepEqual(await s.reserve(CHAIN, await s.load(CHAIN), cur), { ok: true });
+  await assert.rejects(s.reserve(CHAIN, cur, state(9n, 0, Step.Prevote, 'v9')), StateRegressionError);
+});
+
+test('an unreadable state in etcd is an error (never signed against)', async () => {
+  const {
+    prefix,
+    nodes: [n],
+  } = await nodes(['kms-1']);
+  await n!.clients.client.put(etcdKeys.state(prefix, CHAIN)).value('{"height":"12","round":0}');
+  await assert.rejects(n!.store.load(CHAIN), /sign state .* is invalid/);
+  await assert.rejects(
+    n!.store.reserve(CHAIN, initialSignState(), state(13n, 0, Step.Prevote, 'v')),
+    /is invalid/,
+  );
+});
