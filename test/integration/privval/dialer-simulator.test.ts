@@ -1,0 +1,181 @@
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { ed25519 } from '@noble/curves/ed25519.js';
+import pino from 'pino';
+import { PROTOCOL_VERSIONS, type ProtocolVersion } from '../../../src/cometbft/types.ts';
+import { ValidatorDialer } from '../../../src/privval/dialer.ts';
+import { nodeIdFromPubKey, type TransportIdentity } from '../../../src/privval/identity.ts';
+import { InMemorySigningHandler } from '../../../src/privval/memory-handler.ts';
+import { SignRecord } from '../../../src/simulator/sign-record.ts';
+import { type SimulatorOptions, ValidatorSimulator } from '../../../src/simulator/simulator.ts';
+
+const logger = pino({ level: 'silent' });
+const CHAIN = 'sim-chain';
+
+function identity(): TransportIdentity {
+  const seed = new Uint8Array(randomBytes(32));
+  const publicKey = ed25519.getPublicKey(seed);
+  return { seed, publicKey, nodeId: nodeIdFromPubKey(publicKey) };
+}
+
+function memoryHandler(version: ProtocolVersion): InMemorySigningHandler {
+  return new InMemorySigningHandler({ chainId: CHAIN, version, privateKey: new Uint8Array(randomBytes(32)) });
+}
+
+/** Runs one simulator against one dialer and returns the summary; everything is closed after. */
+async function simulate(
+  listen: string,
+  version: ProtocolVersion,
+  overrides: Partial<SimulatorOptions>,
+  handler = memoryHandler(version),
+) {
+  const sim = new ValidatorSimulator({
+    listen,
+    chainId: CHAIN,
+    protocol: version,
+    blockTimeMs: 0,
+    heights: 10,
+    seed: 7,
+    connectTimeoutMs: 10_000,
+    logger,
+    ...overrides,
+  });
+  const dialer = new ValidatorDialer({
+    addr: await sim.listen(),
+    version,
+    identity: identity(),
+    handler,
+    logger,
+  });
+  dialer.start();
+  try {
+    const summary = await sim.run();
+    assert.ok(dialer.connected);
+    return { summary, status: dialer.status };
+  } finally {
+    await dialer.stop();
+    await sim.close();
+  }
+}
+
+describe('dialer ↔ simulator with the in-memory handler', () => {
+  let dir: string;
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'ckms-sim-'));
+  });
+  after(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  for (const version of PROTOCOL_VERSIONS) {
+    for (const transport of ['tcp', 'unix'] as const) {
+      it(`${version} over ${transport}: every height signed, exact counts, no double sign`, async () => {
+        const listen = transport === 'tcp' ? 'tcp://127.0.0.1:0' : `unix://${join(dir, `${version}.sock`)}`;
+        const heights = 12;
+        const { summary, status } = await simulate(listen, version, {
+          heights,
+          proposerEvery: 1,
+          nilVoteRate: 0,
+          roundChangeRate: 0,
+          retryRate: 0,
+        });
+        assert.equal(summary.heightsCompleted, heights);
+        assert.equal(summary.lastHeight, heights);
+        assert.equal(summary.signed, heights * 3, 'a proposal, a prevote and a precommit per height');
+        assert.equal(summary.refused, 0);
+        assert.equal(summary.retried, 0);
+        assert.equal(summary.emptyReplies, 0);
+        assert.equal(summary.invalidSignatures, 0);
+        assert.equal(summary.doubleSigns, 0);
+        assert.equal(summary.unanswered, 0);
+        assert.equal(summary.connects, 1);
+        assert.deepEqual(summary.problems, []);
+        assert.equal(status.connects, 1);
+        assert.equal(status.remoteNodeId !== undefined, transport === 'tcp');
+      });
+    }
+  }
+
+  it('random nil votes, round changes and identical retries: all signed, retries answered identically', async () => {
+    const { summary } = await simulate('tcp://127.0.0.1:0', 'v0.38', {
+      heights: 30,
+      seed: 99,
+      proposerEvery: 2,
+      nilVoteRate: 0.2,
+      roundChangeRate: 0.2,
+      retryRate: 0.3,
+    });
+    assert.equal(summary.heightsCompleted, 30);
+    assert.ok(summary.signed >= 60, `signed ${summary.signed}`);
+    assert.ok(summary.retried > 0, 'the seed produces identical retries');
+    assert.equal(summary.refused, 0);
+    assert.equal(summary.invalidSignatures, 0);
+    assert.equal(summary.doubleSigns, 0);
+    assert.deepEqual(summary.problems, []);
+  });
+
+  it('signs votes whose extension makes the echoed reply exceed 10 KiB', async () => {
+    const { summary } = await simulate('tcp://127.0.0.1:0', 'v0.38', {
+      heights: 3,
+      extensionBytes: 12_000,
+      proposerEvery: 1,
+      nilVoteRate: 0,
+      roundChangeRate: 0,
+      retryRate: 0,
+    });
+    assert.equal(summary.signed, 9);
+    assert.equal(summary.invalidSignatures, 0);
+    assert.equal(summary.emptyReplies, 0);
+  });
+
+  it('two sentries sharing one key and one record: conflicts are refused, never double-signed', async () => {
+    const version: ProtocolVersion = 'v1.0';
+    const handler = memoryHandler(version);
+    const record = new SignRecord();
+    const sims = [0, 1].map(
+      (i) =>
+        new ValidatorSimulator({
+          listen: 'tcp://127.0.0.1:0',
+          chainId: CHAIN,
+          protocol: version,
+          blockTimeMs: 0,
+          heights: 15,
+          seed: 100 + i,
+          nilVoteRate: 0.3,
+          roundChangeRate: 0.1,
+          proposerEvery: 1,
+          record,
+          logger,
+        }),
+    );
+    const dialers: ValidatorDialer[] = [];
+    for (const sim of sims) {
+      const dialer = new ValidatorDialer({
+        addr: await sim.listen(),
+        version,
+        identity: identity(),
+        handler,
+        logger,
+      });
+      dialer.start();
+      dialers.push(dialer);
+    }
+    try {
+      const summaries = await Promise.all(sims.map((s) => s.run()));
+      const total = (k: 'signed' | 'refused' | 'doubleSigns' | 'invalidSignatures') =>
+        summaries.reduce((acc, s) => acc + s[k], 0);
+      assert.equal(total('doubleSigns'), 0);
+      assert.equal(total('invalidSignatures'), 0);
+      assert.equal(record.doubleSigns.length, 0);
+      assert.ok(total('signed') > 0);
+      assert.ok(total('refused') > 0, 'sentries that disagree get refusals');
+    } finally {
+      await Promise.all(dialers.map((d) => d.stop()));
+      await Promise.all(sims.map((s) => s.close()));
+    }
+  });
+});
