@@ -95,7 +95,7 @@ export async function benchPkcs11(): Promise<BenchResult[]> {
           const inputs = Array.from({ length: SIGNS }, (_, i) => data(i));
           const raw = await time(SIGNS, (i) => bare.sign(inputs[i] as Buffer));
           const note = `${SIGNS} sequential signs, SoftHSM 2.6`;
-          const wrapperNote = `${note}; includes lock, SHA-256 (secp256k1), low-S and @noble/curves verification`;
+          const wrapperNote = `${note}; includes lock, SHA-256 (secp256k1), low-S and signature verification`;
           results.push(
             {
               name: `pkcs11.${type}.wrapper.p50`,
