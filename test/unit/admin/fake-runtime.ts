@@ -1,0 +1,73 @@
+/** A scriptable AdminRuntime for admin API tests. */
+import type { AdminRuntime, Readiness, TransferResult } from '../../../src/admin/runtime-view.ts';
+import type { NodeStatus } from '../../../src/admin/types.ts';
+
+/** A cluster leader signing two chains; tests mutate it between requests. */
+export function sampleStatus(): NodeStatus {
+  return {
+    node_id: 'kms-1',
+    mode: 'cluster',
+    role: 'leader',
+    leader_id: 'kms-1',
+    term: 42,
+    uptime_s: 12.5,
+    hsm: { token_label: 'cometkms', reachable: true, signing_session: true },
+    cluster: {
+      etcd_endpoints: ['http://127.0.0.1:2379'],
+      members: [
+        { node_id: 'kms-1', forward_addr: '127.0.0.1:26790', leader: true },
+        { node_id: 'kms-2', forward_addr: '127.0.0.1:26791', leader: false },
+      ],
+      etcd_healthy: true,
+      leader_changes: 1,
+    },
+    chains: [
+      {
+        chain_id: 'chain-a',
+        key_type: 'ed25519',
+        protocol: 'v0.38',
+        height: 100,
+        round: 0,
+        step: 3,
+        last_signed_at: '2025-01-01T00:00:00.000Z',
+        validators: [
+          { addr: 'tcp://127.0.0.1:26659', connected: true, remote_node_id: 'abcd', connects: 1 },
+          { addr: 'unix:///tmp/pv.sock', connected: false, connects: 0 },
+        ],
+      },
+      {
+        chain_id: 'chain-b',
+        key_type: 'secp256k1',
+        protocol: 'v1.0',
+        height: 7,
+        round: 1,
+        step: 2,
+        last_signed_at: null,
+        validators: [{ addr: 'tcp://127.0.0.1:26660', connected: true, connects: 3 }],
+      },
+    ],
+  };
+}
+
+/** An AdminRuntime whose answers are plain fields; records transfer requests. */
+export class FakeRuntime implements AdminRuntime {
+  current: NodeStatus = sampleStatus();
+  ready: Readiness = { ready: true, checks: { hsm: true, etcd: true } };
+  transferAnswer: TransferResult = { transferred: true, message: 'leadership handed to kms-2' };
+  transferError: Error | undefined;
+  readonly transfers: Array<string | undefined> = [];
+
+  status(): NodeStatus {
+    return this.current;
+  }
+
+  readiness(): Readiness {
+    return this.ready;
+  }
+
+  async transferLeadership(to?: string): Promise<TransferResult> {
+    this.transfers.push(to);
+    if (this.transferError !== undefined) throw this.transferError;
+    return this.transferAnswer;
+  }
+}
