@@ -9,7 +9,9 @@ import { configTemplate } from '../../../src/config/template.ts';
 import { SOFTHSM_MODULE } from '../../../src/pkcs11/softhsm.ts';
 
 const BIN = new URL('../../../bin/cometkms.js', import.meta.url).pathname;
-const vectors = JSON.parse(await readFile(new URL('../../vectors/upstream/crypto-keys.json', import.meta.url), 'utf8'));
+const vectors = JSON.parse(
+  await readFile(new URL('../../vectors/upstream/crypto-keys.json', import.meta.url), 'utf8'),
+);
 const secret = vectors.ed25519_it_s_a_secret;
 
 let dir: string;

@@ -17,7 +17,9 @@ import { acquireModule, releaseModule } from '../../../src/pkcs11/module.ts';
 import { loadProfile } from '../../../src/pkcs11/profiles.ts';
 import { createSoftHsmToken, type SoftHsmToken } from '../../helpers/softhsm.ts';
 
-const vectors = JSON.parse(await readFile(new URL('../../vectors/upstream/crypto-keys.json', import.meta.url), 'utf8'));
+const vectors = JSON.parse(
+  await readFile(new URL('../../vectors/upstream/crypto-keys.json', import.meta.url), 'utf8'),
+);
 const fromHex = (h: string) => Uint8Array.from(Buffer.from(h, 'hex'));
 
 let token: SoftHsmToken;
