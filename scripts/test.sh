@@ -8,3 +8,4 @@ npm run --silent lint
 npm run --silent typecheck
 npm run --silent test:unit
 npm run --silent test:integration
+npm run --silent test:chaos

@@ -1,0 +1,181 @@
+/**
+ * Single-node sign latency through the whole path (ARCHITECTURE.md §6): a real `cometkms start`
+ * process on a temporary SoftHSM token, driven by a simulated validator over a unix socket,
+ * timed on the simulator's side from request sent to response received. The path includes
+ * decoding, the HRS guard, the durable reservation and the signature record (each a
+ * write-temp → fsync → rename → fsync(dir) of the state file and its high-water record), the
+ * HSM signature, verification and the reply.
+ *
+ * In the same run, a bare SoftHSM ed25519 signature (pkcs11js C_SignInit + C_Sign on a
+ * logged-in session, nothing else) gives the baseline the ratio is taken against.
+ *
+ * Run standalone: `node --import tsx bench/single-node.bench.ts`. Needs a process that has not
+ * opened another PKCS#11 token (SoftHSM reads SOFTHSM2_CONF once per process).
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import pkcs11js from 'pkcs11js';
+import { CKM_EDDSA } from '../src/pkcs11/constants.ts';
+import { openHsm } from '../src/pkcs11/hsm.ts';
+import { acquireModule, releaseModule, tokenLabel } from '../src/pkcs11/module.ts';
+import { type SimulationSummary, ValidatorSimulator } from '../src/simulator/simulator.ts';
+import { generateKeys, KmsHome, killAllKms } from '../test/helpers/kms-process.ts';
+import { createSoftHsmToken, type SoftHsmToken } from '../test/helpers/softhsm.ts';
+import type { BenchResult } from './types.ts';
+
+const CHAIN = 'bench-chain-1';
+const KEY = 'bench-ed25519';
+const BARE_SIGNS = 2000;
+const BARE_WARMUP = 200;
+/** heights of the warm-up and of the measured simulation (3 signatures per height) */
+const WARMUP_HEIGHTS = 100;
+const HEIGHTS = 700;
+
+function percentile(sorted: number[], p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] as number;
+}
+
+const r3 = (x: number): number => Math.round(x * 1000) / 1000;
+
+/** A message the size of a vote's sign bytes. */
+function message(i: number): Buffer {
+  return Buffer.from(`bench vote ${i} `.padEnd(110, '.'));
+}
+
+/** Times sequential bare ed25519 signatures on the token; returns the sorted times in ms. */
+async function bareSignTimes(token: SoftHsmToken): Promise<number[]> {
+  // The Hsm logs the token in (login state is per process); the bare calls use their own session.
+  const hsm = await openHsm({ module: token.modulePath, tokenLabel: token.label });
+  const module = acquireModule(token.modulePath);
+  try {
+    await hsm.openSigningSession(token.pin);
+    const pk = module.pkcs11;
+    const slot = pk.C_GetSlotList(true).find((s) => tokenLabel(pk.C_GetTokenInfo(s)) === token.label);
+    if (slot === undefined) throw new Error(`token ${token.label} not found`);
+    const session = pk.C_OpenSession(slot, pkcs11js.CKF_SERIAL_SESSION);
+    try {
+      pk.C_FindObjectsInit(session, [
+        { type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_PRIVATE_KEY },
+        { type: pkcs11js.CKA_LABEL, value: KEY },
+      ]);
+      const key = pk.C_FindObjects(session);
+      pk.C_FindObjectsFinal(session);
+      if (key === null) throw new Error(`key ${KEY} not found`);
+      const sign = (data: Buffer): Promise<Buffer> => {
+        pk.C_SignInit(session, { mechanism: CKM_EDDSA }, key);
+        return pk.C_SignAsync(session, data, Buffer.alloc(64));
+      };
+      const inputs = Array.from({ length: BARE_SIGNS }, (_, i) => message(i));
+      for (let i = 0; i < BARE_WARMUP; i++) await sign(inputs[i] as Buffer);
+      const out: number[] = [];
+      for (const data of inputs) {
+        const t0 = process.hrtime.bigint();
+        await sign(data);
+        out.push(Number(process.hrtime.bigint() - t0) / 1e6);
+      }
+      return out.sort((a, b) => a - b);
+    } finally {
+      pk.C_CloseSession(session);
+    }
+  } finally {
+    releaseModule(module);
+    await hsm.close();
+  }
+}
+
+/** Drives `heights` heights from `startHeight` through the node's unix endpoint. */
+async function simulate(path: string, startHeight: bigint, heights: number): Promise<SimulationSummary> {
+  const sim = new ValidatorSimulator({
+    listen: `unix://${path}`,
+    chainId: CHAIN,
+    protocol: 'v0.38',
+    blockTimeMs: 0,
+    heights,
+    startHeight,
+    proposerEvery: 1,
+    nilVoteRate: 0,
+    roundChangeRate: 0,
+    retryRate: 0,
+    // One HSM signature per request, so the ratio compares like with like.
+    extensions: false,
+    seed: 1,
+    connectTimeoutMs: 30_000,
+  });
+  try {
+    const summary = await sim.run();
+    if (summary.signed !== heights * 3 || summary.invalidSignatures > 0 || summary.doubleSigns > 0) {
+      throw new Error(`benchmark run went wrong: ${JSON.stringify(summary)}`);
+    }
+    return summary;
+  } finally {
+    await sim.close();
+  }
+}
+
+/** Runs the benchmark on a fresh temporary token and home; returns its results. */
+export async function benchSingleNode(): Promise<BenchResult[]> {
+  const savedConf = process.env['SOFTHSM2_CONF'];
+  const token = await createSoftHsmToken({ label: 'bench-single' });
+  const sockDir = await mkdtemp(join(tmpdir(), 'ckms-bench-'));
+  let home: KmsHome | undefined;
+  try {
+    await generateKeys(token, [{ label: KEY, type: 'ed25519' }]);
+    const bare = await bareSignTimes(token);
+
+    const sock = join(sockDir, 'validator.sock');
+    home = await KmsHome.create({
+      token,
+      chains: [
+        { id: CHAIN, keyLabel: KEY, keyType: 'ed25519', protocol: 'v0.38', validators: [`unix://${sock}`] },
+      ],
+    });
+    const kms = home.start();
+    await kms.waitReady();
+    // Warm-up (JIT, first file creations), then the measured run above the warm-up's heights.
+    await simulate(sock, 1n, WARMUP_HEIGHTS);
+    const measured = await simulate(sock, BigInt(WARMUP_HEIGHTS + 1), HEIGHTS);
+    kms.kill('SIGTERM');
+    const exit = await kms.waitExit(15_000);
+    if (exit.code !== 0) throw new Error(`cometkms exited with ${JSON.stringify(exit)}: ${kms.stderr}`);
+
+    const bareP50 = percentile(bare, 50);
+    const bareP99 = percentile(bare, 99);
+    const note = `${HEIGHTS * 3} sequential requests (proposal, prevote, precommit per height), v0.38 without extensions, unix socket, SoftHSM ed25519, file store on ${tmpdir()}`;
+    const bareNote = `${BARE_SIGNS} sequential pkcs11js C_SignInit + C_Sign, same token, same run`;
+    return [
+      { name: 'single_node.sign.p50', unit: 'ms', value: r3(measured.latencyMs.p50), note },
+      { name: 'single_node.sign.p99', unit: 'ms', value: r3(measured.latencyMs.p99), note },
+      { name: 'single_node.bare_hsm_sign.p50', unit: 'ms', value: r3(bareP50), note: bareNote },
+      { name: 'single_node.bare_hsm_sign.p99', unit: 'ms', value: r3(bareP99), note: bareNote },
+      {
+        name: 'single_node.sign_vs_bare_hsm.ratio.p50',
+        unit: 'x',
+        value: Math.round((measured.latencyMs.p50 / bareP50) * 100) / 100,
+        note: 'whole-path p50 / bare HSM sign p50, same run (goal: whole-path p50 ≤ 1 ms)',
+      },
+      {
+        name: 'single_node.sign_vs_bare_hsm.ratio.p99',
+        unit: 'x',
+        value: Math.round((measured.latencyMs.p99 / bareP99) * 100) / 100,
+        note: 'whole-path p99 / bare HSM sign p99, same run',
+      },
+    ];
+  } finally {
+    await killAllKms();
+    await home?.cleanup();
+    await rm(sockDir, { recursive: true, force: true });
+    await token.cleanup();
+    if (savedConf === undefined) delete process.env['SOFTHSM2_CONF'];
+    else process.env['SOFTHSM2_CONF'] = savedConf;
+  }
+}
+
+if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  for (const r of await benchSingleNode()) {
+    console.log(
+      `${r.name.padEnd(40)} ${String(r.value).padStart(10)} ${r.unit}${r.note ? `  (${r.note})` : ''}`,
+    );
+  }
+}

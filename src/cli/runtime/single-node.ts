@@ -1,0 +1,345 @@
+/**
+ * The single-node runtime (ARCHITECTURE.md §4, the embedded default): builds every part of a
+ * node from a Config, runs it, and takes it down again.
+ *
+ * Startup order, and why:
+ *   1. home check and file store (takes the home lock, verifies every chain's state) — before
+ *      the HSM, so a second process on the same home or a bad state file stops here;
+ *   2. HSM: PIN, every chain's key, signing session (a single node is always the leader);
+ *   3. one ChainGuard per chain, loaded from the store;
+ *   4. audit log, admin API;
+ *   5. one dialer per validator endpoint — last, so no request can arrive before everything it
+ *      needs is in place, and any startup error happens before a validator is ever dialed.
+ * Shutdown: stop the dialers (the request in flight finishes), close the HSM signing session,
+ * the audit log, the store (releasing the lock) and last the admin API.
+ */
+import { mkdir, readFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import type pino from 'pino';
+import { AuditLog } from '../../admin/audit.ts';
+import { Metrics } from '../../admin/metrics.ts';
+import type { AdminRuntime, Readiness, TransferResult } from '../../admin/runtime-view.ts';
+import { type AdminServer, startAdminServer } from '../../admin/server.ts';
+import type { ChainStatus, NodeStatus } from '../../admin/types.ts';
+import { assertHomeInitialised } from '../../config/home.ts';
+import { readSecretFile } from '../../config/secrets.ts';
+import type { ChainSection, Config } from '../../config/types.ts';
+import { ChainGuard } from '../../guard/chain-guard.ts';
+import type { GuardDecision } from '../../guard/decision.ts';
+import { type Hsm, openHsm } from '../../pkcs11/hsm.ts';
+import { readPin } from '../../pkcs11/pin.ts';
+import { loadProfile } from '../../pkcs11/profiles.ts';
+import { ValidatorDialer } from '../../privval/dialer.ts';
+import { loadIdentity } from '../../privval/identity.ts';
+import { FileSignStateStore } from '../../store/file.ts';
+import type { SignStateStore } from '../../store/types.ts';
+import { CrashAfterReserveStore } from './crash-hook.ts';
+import { HsmHealth } from './hsm-health.ts';
+import { findChainSigners, openSigningSession } from './hsm-keys.ts';
+
+/** Options of {@link SingleNode.start}. */
+export interface SingleNodeOptions {
+  logger: pino.Logger;
+  /** TEST-ONLY: probability of SIGKILL right after a reservation (see crash-hook.ts) */
+  crashAfterReserve?: number;
+}
+
+/** Where the audit log of a home lives. */
+export function auditLogPath(home: string): string {
+  return join(home, 'audit', 'audit.jsonl');
+}
+
+/** One chain of the running node. */
+interface ChainRuntime {
+  config: ChainSection;
+  guard: ChainGuard;
+  /** one per [[chain.validator]], in config order */
+  validators: Array<{ addr: string; dialer: ValidatorDialer }>;
+}
+
+const SIGNED_OUTCOMES = new Set<GuardDecision['outcome']>(['signed', 'resigned', 'timestamp_only']);
+
+/**
+ * A running single node. Implements {@link AdminRuntime} for the admin API. Build it with
+ * {@link SingleNode.start}; take it down with {@link SingleNode.stop}.
+ */
+export class SingleNode implements AdminRuntime {
+  private readonly startedAt = Date.now();
+  private readonly log: pino.Logger;
+  private readonly metrics = new Metrics();
+  private readonly health: HsmHealth;
+  private readonly chains: ChainRuntime[] = [];
+  /** when this node last returned a signature, per chain id */
+  private readonly lastSignedAt = new Map<string, Date>();
+  private store: SignStateStore | undefined;
+  private hsm: Hsm | undefined;
+  private audit: AuditLog | undefined;
+  private admin: AdminServer | undefined;
+  private adminScheme: 'http' | 'https' = 'http';
+  private stopping: Promise<boolean> | undefined;
+
+  private constructor(
+    private readonly config: Config,
+    private readonly opts: SingleNodeOptions,
+  ) {
+    this.log = opts.logger;
+    this.health = new HsmHealth(() => this.metrics.hsmError());
+  }
+
+  /**
+   * Builds and starts a node from `config`. Throws an operator-facing error, with everything
+   * acquired so far released again, if any part cannot start.
+   */
+  static async start(config: Config, opts: SingleNodeOptions): Promise<SingleNode> {
+    if (config.cluster) {
+      throw new Error(
+        `${config.path}: [cluster] is set, but this build of \`cometkms start\` runs single nodes only; ` +
+          'remove [cluster] to run this node on its own',
+      );
+    }
+    const node = new SingleNode(config, opts);
+    try {
+      await node.build();
+    } catch (err) {
+      await node.stop();
+      throw err;
+    }
+    return node;
+  }
+
+  /** The admin API's base URL (with the bound port when `listen` asked for port 0). */
+  get adminUrl(): string {
+    if (!this.admin) throw new Error('the admin API is not running');
+    return `${this.adminScheme}://${this.admin.address}`;
+  }
+
+  status(): NodeStatus {
+    const hsm = this.hsm;
+    return {
+      node_id: this.config.node.id,
+      mode: 'single',
+      role: 'leader',
+      leader_id: this.config.node.id,
+      term: 0,
+      uptime_s: Math.floor((Date.now() - this.startedAt) / 1000),
+      hsm: {
+        token_label: this.config.hsm.token_label,
+        reachable: this.health.reachable,
+        signing_session: hsm?.signingSessionOpen ?? false,
+        ...(this.health.lastError === undefined ? {} : { last_error: this.health.lastError }),
+      },
+      chains: this.chains.map((c) => chainStatus(c, this.lastSignedAt.get(c.config.id))),
+    };
+  }
+
+  readiness(): Readiness {
+    const checks: Record<string, boolean | string> = {
+      running: this.stopping === undefined ? true : 'shutting down',
+      hsm_signing_session: this.hsm?.signingSessionOpen ?? false,
+      hsm_reachable: this.health.reachable ? true : (this.health.lastError ?? false),
+    };
+    return { ready: Object.values(checks).every((v) => v === true), checks };
+  }
+
+  async transferLeadership(): Promise<TransferResult> {
+    return { transferred: false, message: 'single-node mode has no other node' };
+  }
+
+  /**
+   * Graceful shutdown in the order of the module comment. Idempotent; resolves true when every
+   * step succeeded (a failed step is logged and the others still run).
+   */
+  stop(): Promise<boolean> {
+    this.stopping ??= this.shutdown();
+    return this.stopping;
+  }
+
+  private async build(): Promise<void> {
+    const { config } = this;
+    const home = config.node.home;
+    const chainIds = config.chains.map((c) => c.id);
+    await assertHomeInitialised(home);
+    const fileStore = await FileSignStateStore.open(home, { chainIds });
+    this.store = fileStore;
+    const store =
+      this.opts.crashAfterReserve === undefined
+        ? fileStore
+        : new CrashAfterReserveStore(fileStore, this.opts.crashAfterReserve);
+    if (this.opts.crashAfterReserve !== undefined) {
+      this.log.warn(
+        { probability: this.opts.crashAfterReserve },
+        'TEST-ONLY crash-after-reserve fault hook is armed: this node will SIGKILL itself',
+      );
+    }
+
+    const profile = await loadProfile(config.hsm.profile);
+    this.hsm = await openHsm({ module: config.hsm.module, tokenLabel: config.hsm.token_label, profile });
+    const pin = await readPin(config.hsm.pin_file);
+    const signers = findChainSigners(this.hsm, config.chains);
+    await openSigningSession(this.hsm, pin, config.hsm.pin_file);
+    this.metrics.setLeader(true);
+
+    for (const [i, chain] of config.chains.entries()) {
+      const guard = new ChainGuard({
+        chainId: chain.id,
+        protocol: chain.protocol,
+        signer: this.health.observe(signers[i]!),
+        store,
+        ...(chain.max_height_jump === undefined ? {} : { maxHeightJump: chain.max_height_jump }),
+        onDecision: (d) => this.onDecision(d),
+      });
+      await guard.init();
+      this.chains.push({ config: chain, guard, validators: [] });
+    }
+
+    const auditPath = auditLogPath(home);
+    await mkdir(dirname(auditPath), { recursive: true, mode: 0o700 });
+    this.audit = await AuditLog.open({
+      path: auditPath,
+      nodeId: config.node.id,
+      logger: this.log.child({ component: 'audit' }),
+    });
+    const token =
+      config.admin.token_file === undefined
+        ? undefined
+        : await readSecretFile(config.admin.token_file, 'admin token');
+    const tls = await adminTls(config);
+    try {
+      this.admin = await startAdminServer({
+        listen: config.admin.listen,
+        runtime: this,
+        metrics: this.metrics,
+        ...(token === undefined ? {} : { token }),
+        publicRoutes: config.admin.public_routes,
+        ...(tls === undefined ? {} : { tls }),
+        logger: this.log,
+      });
+    } catch (err) {
+      throw new Error(
+        `admin API cannot listen on admin.listen ${config.admin.listen}: ${(err as Error).message}`,
+      );
+    }
+    this.adminScheme = tls === undefined ? 'http' : 'https';
+
+    const identity = await loadIdentity(home);
+    for (const c of this.chains) {
+      for (const v of c.config.validators) {
+        const dialer = new ValidatorDialer({
+          addr: v.addr,
+          version: c.config.protocol,
+          identity,
+          handler: c.guard,
+          logger: this.log.child({ chainId: c.config.id }),
+        });
+        this.metrics.validatorLink(c.config.id, v.addr, false);
+        dialer.on('connect', () => {
+          this.metrics.validatorLink(c.config.id, v.addr, true);
+          if (dialer.status.connects > 1) this.metrics.validatorReconnect(c.config.id, v.addr);
+        });
+        dialer.on('disconnect', () => this.metrics.validatorLink(c.config.id, v.addr, false));
+        c.validators.push({ addr: v.addr, dialer });
+      }
+    }
+    for (const c of this.chains) for (const v of c.validators) v.dialer.start();
+    this.log.info(
+      {
+        nodeId: config.node.id,
+        mode: 'single',
+        admin: this.adminUrl,
+        chains: this.chains.map((c) => ({
+          chainId: c.config.id,
+          height: c.guard.lastState().height.toString(),
+          validators: c.config.validators.map((v) => v.addr),
+        })),
+      },
+      'ready',
+    );
+  }
+
+  private onDecision(d: GuardDecision): void {
+    if (SIGNED_OUTCOMES.has(d.outcome)) this.lastSignedAt.set(d.chainId, new Date());
+    this.metrics.observeDecision(d);
+    this.audit?.record(d);
+    if (d.outcome === 'refused' || d.outcome === 'retry') {
+      this.log.warn(decisionLogFields(d), `${d.kind} ${d.outcome}`);
+    } else {
+      this.log.debug(decisionLogFields(d), `${d.kind} ${d.outcome}`);
+    }
+  }
+
+  private async shutdown(): Promise<boolean> {
+    let clean = true;
+    const step = async (what: string, fn: () => Promise<unknown>): Promise<void> => {
+      try {
+        await fn();
+      } catch (err) {
+        clean = false;
+        this.log.error({ err }, `shutdown: ${what} failed`);
+      }
+    };
+    // Dialers first: no new request can arrive, and stop() waits for the one in flight, so the
+    // HSM session below never closes under a signature.
+    await step('stopping validator connections', () =>
+      Promise.all(this.chains.flatMap((c) => c.validators.map((v) => v.dialer.stop()))),
+    );
+    const { hsm, audit, store, admin } = this;
+    if (hsm) {
+      await step('closing the HSM signing session', () => hsm.closeSigningSession());
+      await step('closing the HSM', () => hsm.close());
+    }
+    this.metrics.setLeader(false);
+    if (audit) await step('closing the audit log', () => audit.close());
+    // Closing the store releases the home lock: only once nothing can sign any more.
+    if (store) await step('closing the sign-state store', () => store.close());
+    // Last, so /healthz and /status answer for as long as the node is up.
+    if (admin) await step('closing the admin API', () => admin.close());
+    return clean;
+  }
+}
+
+/** The admin API's certificate and key when configured; the key is a secret file (mode 0600). */
+async function adminTls(config: Config): Promise<{ cert: Buffer; key: Buffer } | undefined> {
+  const { tls_cert_file: certFile, tls_key_file: keyFile } = config.admin;
+  if (certFile === undefined || keyFile === undefined) return undefined;
+  let cert: Buffer;
+  try {
+    cert = await readFile(certFile);
+  } catch (err) {
+    throw new Error(`admin.tls_cert_file ${certFile}: ${(err as Error).message}`);
+  }
+  return { cert, key: Buffer.from(await readSecretFile(keyFile, 'admin TLS key')) };
+}
+
+function chainStatus(c: ChainRuntime, lastSignedAt: Date | undefined): ChainStatus {
+  const s = c.guard.lastState();
+  return {
+    chain_id: c.config.id,
+    key_type: c.config.key_type,
+    protocol: c.config.protocol,
+    height: Number(s.height),
+    round: s.round,
+    step: s.step,
+    last_signed_at: lastSignedAt?.toISOString() ?? null,
+    validators: c.validators.map(({ addr, dialer }) => {
+      const st = dialer.status;
+      return {
+        addr,
+        connected: st.connected,
+        ...(st.remoteNodeId === undefined ? {} : { remote_node_id: st.remoteNodeId }),
+        connects: st.connects,
+      };
+    }),
+  };
+}
+
+/** The fields of a decision worth a log line (bigint height as a string: JSON has no bigint). */
+function decisionLogFields(d: GuardDecision): Record<string, unknown> {
+  return {
+    chainId: d.chainId,
+    kind: d.kind,
+    outcome: d.outcome,
+    ...(d.height === undefined ? {} : { height: d.height.toString(), round: d.round, step: d.step }),
+    ...(d.reason === undefined ? {} : { reason: d.reason }),
+    latencyMs: Math.round(d.latencyMs * 1000) / 1000,
+  };
+}
