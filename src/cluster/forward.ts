@@ -1,0 +1,504 @@
+/**
+ * Forwarding between cluster nodes (ARCHITECTURE.md §4): a follower that receives a signing
+ * request sends it to the leader over mutually authenticated TLS and relays the answer.
+ *
+ * Wire format (one TLS connection carries many requests, matched by id):
+ *   frame   = u32be payload length ‖ payload
+ *   request = u8 1 ‖ u32be id ‖ u8 chain id length ‖ chain id (UTF-8) ‖ privval Message body
+ *   reply   = u8 2 ‖ u32be id ‖ u8 status ‖ privval Message body (status "ok" only)
+ * The body is the privval `Message` encoded for the chain's protocol version, exactly as the
+ * validator node sent it; the leader decodes it again and its guard runs every check, so a
+ * forwarded request is never trusted more than one read from a validator connection.
+ *
+ * Sizes are bounded before anything is buffered (a length prefix over the limit closes the
+ * connection), and every forwarded request has a deadline shorter than the node's 5 s read
+ * timeout, so the follower can still answer "try again" in time.
+ */
+import { isIP } from 'node:net';
+import tls from 'node:tls';
+import { DEFAULT_MAX_REQUEST_SIZE } from '../privval/session.ts';
+
+/** The PEM material of one node: the cluster CA, and this node's certificate and key. */
+export interface ForwardTls {
+  ca: Buffer;
+  cert: Buffer;
+  key: Buffer;
+}
+
+/** What the leader answers to one forwarded request. */
+export type ForwardOutcome =
+  | { status: 'ok'; body: Uint8Array }
+  /** this node is not the leader ready to sign (or no longer is) */
+  | { status: 'not_leader' }
+  | { status: 'unknown_chain' }
+  /** the body is not a request the leader accepts for forwarding */
+  | { status: 'bad_request' }
+  /** too many requests in flight on this connection */
+  | { status: 'overloaded' }
+  /** the leader failed to produce a reply */
+  | { status: 'failed' };
+
+/** What a follower gets for one forwarded request: the leader's outcome or a local failure. */
+export type ForwardResult =
+  | ForwardOutcome
+  | { status: 'no_leader' | 'unavailable' | 'timeout' | 'leader_changed'; reason: string };
+
+/** Largest forwarded request body: as large as a validator connection accepts. */
+export const MAX_FORWARD_REQUEST_BODY = DEFAULT_MAX_REQUEST_SIZE;
+/**
+ * Largest reply body. Replies are ≤ 10240 bytes on the validator side (the guard drops the echoed
+ * vote extension); this leaves room without letting a peer make us buffer much.
+ */
+export const MAX_FORWARD_REPLY_BODY = 64 * 1024;
+/** Per-request deadline: under the node's 5 s read timeout, leaving time to reply "try again". */
+export const DEFAULT_FORWARD_DEADLINE_MS = 2_000;
+/** Requests one connection may have in flight at the leader. */
+export const DEFAULT_MAX_INFLIGHT = 256;
+
+const TYPE_REQUEST = 1;
+const TYPE_REPLY = 2;
+const MAX_CHAIN_ID_BYTES = 255;
+const REQUEST_OVERHEAD = 1 + 4 + 1 + MAX_CHAIN_ID_BYTES;
+const REPLY_OVERHEAD = 1 + 4 + 1;
+
+const STATUS_CODES = {
+  ok: 0,
+  not_leader: 1,
+  unknown_chain: 2,
+  bad_request: 3,
+  overloaded: 4,
+  failed: 5,
+} as const satisfies Record<ForwardOutcome['status'], number>;
+const STATUS_BY_CODE = new Map(
+  (Object.entries(STATUS_CODES) as [ForwardOutcome['status'], number][]).map(([s, c]) => [c, s]),
+);
+
+/** The subset of a pino logger this module uses. */
+export interface ForwardLogger {
+  info(obj: object, msg: string): void;
+  warn(obj: object, msg: string): void;
+}
+
+const silent: ForwardLogger = { info() {}, warn() {} };
+
+/** A malformed frame from a peer: the byte stream cannot be trusted any more. */
+class ForwardProtocolError extends Error {}
+
+/**
+ * Splits a byte stream into frame payloads. The length is checked against `maxPayload` as soon as
+ * the prefix is complete, before the payload is waited for; each byte is copied at most twice.
+ */
+export class ForwardFrameReader {
+  readonly #maxPayload: number;
+  #chunks: Buffer[] = [];
+  #total = 0;
+
+  constructor(maxPayload: number) {
+    this.#maxPayload = maxPayload;
+  }
+
+  /** Adds `chunk` and returns every payload it completed. Throws on an oversize length. */
+  push(chunk: Buffer): Buffer[] {
+    this.#chunks.push(chunk);
+    this.#total += chunk.length;
+    const out: Buffer[] = [];
+    for (;;) {
+      if (this.#total < 4) break;
+      const first = this.#merged();
+      const len = first.readUInt32BE(0);
+      if (len > this.#maxPayload) {
+        throw new ForwardProtocolError(`frame of ${len} bytes exceeds the limit of ${this.#maxPayload}`);
+      }
+      if (this.#total < 4 + len) break;
+      out.push(Buffer.from(first.subarray(4, 4 + len)));
+      const rest = first.subarray(4 + len);
+      this.#chunks = rest.length > 0 ? [rest] : [];
+      this.#total = rest.length;
+    }
+    return out;
+  }
+
+  /** The buffered bytes as one buffer (merging only when a frame header or body needs it). */
+  #merged(): Buffer {
+    if (this.#chunks.length > 1) this.#chunks = [Buffer.concat(this.#chunks, this.#total)];
+    return this.#chunks[0] as Buffer;
+  }
+}
+
+function frame(payload: Buffer): Buffer {
+  const header = Buffer.alloc(4);
+  header.writeUInt32BE(payload.length, 0);
+  return Buffer.concat([header, payload]);
+}
+
+/** Encodes one forwarded request frame. */
+export function encodeForwardRequest(id: number, chainId: string, body: Uint8Array): Buffer {
+  const chain = Buffer.from(chainId, 'utf8');
+  if (chain.length > MAX_CHAIN_ID_BYTES) throw new RangeError('chain id too long to forward');
+  const head = Buffer.alloc(6);
+  head.writeUInt8(TYPE_REQUEST, 0);
+  head.writeUInt32BE(id, 1);
+  head.writeUInt8(chain.length, 5);
+  return frame(Buffer.concat([head, chain, body]));
+}
+
+/** Encodes one reply frame. */
+export function encodeForwardReply(id: number, outcome: ForwardOutcome): Buffer {
+  const head = Buffer.alloc(REPLY_OVERHEAD);
+  head.writeUInt8(TYPE_REPLY, 0);
+  head.writeUInt32BE(id, 1);
+  head.writeUInt8(STATUS_CODES[outcome.status], 5);
+  return frame(outcome.status === 'ok' ? Buffer.concat([head, outcome.body]) : head);
+}
+
+function parseRequest(p: Buffer): { id: number; chainId: string; body: Uint8Array } {
+  if (p.length < 6 || p.readUInt8(0) !== TYPE_REQUEST) throw new ForwardProtocolError('not a request frame');
+  const chainLen = p.readUInt8(5);
+  if (p.length < 6 + chainLen) throw new ForwardProtocolError('truncated chain id');
+  return {
+    id: p.readUInt32BE(1),
+    chainId: p.subarray(6, 6 + chainLen).toString('utf8'),
+    body: new Uint8Array(p.subarray(6 + chainLen)),
+  };
+}
+
+function parseReply(p: Buffer): { id: number; outcome: ForwardOutcome } {
+  if (p.length < REPLY_OVERHEAD || p.readUInt8(0) !== TYPE_REPLY) {
+    throw new ForwardProtocolError('not a reply frame');
+  }
+  const status = STATUS_BY_CODE.get(p.readUInt8(5));
+  if (status === undefined) throw new ForwardProtocolError(`unknown reply status ${p.readUInt8(5)}`);
+  const body = p.subarray(REPLY_OVERHEAD);
+  if (status !== 'ok' && body.length > 0) throw new ForwardProtocolError(`status ${status} carries a body`);
+  const outcome: ForwardOutcome = status === 'ok' ? { status, body: new Uint8Array(body) } : { status };
+  return { id: p.readUInt32BE(1), outcome };
+}
+
+/** Splits `host:port` (IPv6 in brackets) into its parts. */
+export function splitHostPort(addr: string): { host: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(addr);
+  const port = Number(m?.[3]);
+  if (!m || port > 65535) throw new Error(`"${addr}" is not host:port`);
+  return { host: (m[1] ?? m[2]) as string, port };
+}
+
+/** TLS settings shared by both sides: TLS 1.3 only, the cluster CA as the only trust anchor. */
+function baseTls(t: ForwardTls): tls.SecureContextOptions & { minVersion: 'TLSv1.3' } {
+  return { ca: t.ca, cert: t.cert, key: t.key, minVersion: 'TLSv1.3' };
+}
+
+/** Options of {@link ForwardServer.start}. */
+export interface ForwardServerOptions {
+  /** `host:port` to listen on (port 0: any free port) */
+  listen: string;
+  tls: ForwardTls;
+  /** answers one forwarded request (the leader side: see `leaderForwardHandler`) */
+  handle(chainId: string, body: Uint8Array): Promise<ForwardOutcome>;
+  maxInflightPerConnection?: number;
+  /** bound on the TLS handshake of an incoming connection; default 5000 ms */
+  handshakeTimeoutMs?: number;
+  logger?: ForwardLogger;
+}
+
+/**
+ * The leader side: accepts TLS connections only from peers whose certificate chains to the
+ * cluster CA (`requestCert` + `rejectUnauthorized`), and answers each request with `handle`.
+ */
+export class ForwardServer {
+  readonly #server: tls.Server;
+  readonly #opts: ForwardServerOptions;
+  readonly #log: ForwardLogger;
+  readonly #sockets = new Set<tls.TLSSocket>();
+
+  private constructor(opts: ForwardServerOptions) {
+    this.#opts = opts;
+    this.#log = opts.logger ?? silent;
+    this.#server = tls.createServer(
+      {
+        ...baseTls(opts.tls),
+        requestCert: true,
+        rejectUnauthorized: true,
+        handshakeTimeout: opts.handshakeTimeoutMs ?? 5_000,
+      },
+      (socket) => this.#onConnection(socket),
+    );
+    this.#server.on('tlsClientError', (err, socket) => {
+      this.#log.warn(
+        { err: err.message, remote: socket.remoteAddress },
+        'forward: refused a connection that failed TLS authentication',
+      );
+    });
+  }
+
+  /** Starts listening; resolves once bound. */
+  static async start(opts: ForwardServerOptions): Promise<ForwardServer> {
+    const s = new ForwardServer(opts);
+    const { host, port } = splitHostPort(opts.listen);
+    await new Promise<void>((resolve, reject) => {
+      s.#server.once('error', reject);
+      s.#server.listen(port, host, () => {
+        s.#server.off('error', reject);
+        resolve();
+      });
+    });
+    return s;
+  }
+
+  /** The bound address (with the real port when `listen` asked for port 0). */
+  get address(): string {
+    const a = this.#server.address();
+    if (a === null || typeof a === 'string') throw new Error('forward server is not listening');
+    return a.family === 'IPv6' ? `[${a.address}]:${a.port}` : `${a.address}:${a.port}`;
+  }
+
+  /** Stops accepting and drops every connection; replies still being computed are discarded. */
+  async close(): Promise<void> {
+    const closed = new Promise<void>((resolve) => this.#server.close(() => resolve()));
+    for (const s of this.#sockets) s.destroy();
+    await closed;
+  }
+
+  #onConnection(socket: tls.TLSSocket): void {
+    // rejectUnauthorized already refused it; checked again because everything below trusts it.
+    if (!socket.authorized) {
+      socket.destroy();
+      return;
+    }
+    this.#sockets.add(socket);
+    socket.setNoDelay(true);
+    socket.setKeepAlive(true, 5_000);
+    const peer = socket.getPeerCertificate().subject?.CN ?? 'unknown';
+    const reader = new ForwardFrameReader(REQUEST_OVERHEAD + MAX_FORWARD_REQUEST_BODY);
+    const maxInflight = this.#opts.maxInflightPerConnection ?? DEFAULT_MAX_INFLIGHT;
+    let inflight = 0;
+    socket.on('data', (chunk: Buffer) => {
+      let requests: ReturnType<typeof parseRequest>[];
+      try {
+        requests = reader.push(chunk).map(parseRequest);
+      } catch (err) {
+        this.#log.warn({ peer, err: (err as Error).message }, 'forward: protocol error; closing');
+        socket.destroy();
+        return;
+      }
+      for (const req of requests) {
+        if (inflight >= maxInflight) {
+          socket.write(encodeForwardReply(req.id, { status: 'overloaded' }));
+          continue;
+        }
+        inflight++;
+        void this.#serve(req.chainId, req.body).then((outcome) => {
+          inflight--;
+          if (!socket.destroyed) socket.write(encodeForwardReply(req.id, outcome));
+        });
+      }
+    });
+    socket.on('error', () => socket.destroy());
+    socket.on('close', () => this.#sockets.delete(socket));
+  }
+
+  async #serve(chainId: string, body: Uint8Array): Promise<ForwardOutcome> {
+    try {
+      const outcome = await this.#opts.handle(chainId, body);
+      if (outcome.status === 'ok' && outcome.body.length > MAX_FORWARD_REPLY_BODY) {
+        this.#log.warn({ chainId, bytes: outcome.body.length }, 'forward: reply too large');
+        return { status: 'failed' };
+      }
+      return outcome;
+    } catch (err) {
+      this.#log.warn({ chainId, err: (err as Error).message }, 'forward: handler failed');
+      return { status: 'failed' };
+    }
+  }
+}
+
+/** Where forwarded requests go: the current leader's id and `forward_advertise`. */
+export interface ForwardTarget {
+  nodeId: string;
+  advertise: string;
+}
+
+interface Pending {
+  resolve(r: ForwardResult): void;
+  timer: NodeJS.Timeout;
+}
+
+/** One TLS connection to one leader, with its requests in flight. */
+class LeaderConnection {
+  readonly target: ForwardTarget;
+  readonly #socket: tls.TLSSocket;
+  readonly #pending = new Map<number, Pending>();
+  readonly #reader = new ForwardFrameReader(REPLY_OVERHEAD + MAX_FORWARD_REPLY_BODY);
+  readonly #ready: Promise<boolean>;
+  #nextId = 0;
+  #closed = false;
+
+  constructor(
+    target: ForwardTarget,
+    t: ForwardTls,
+    report: { connected(): void; failed(reason: string): void },
+  ) {
+    this.target = target;
+    const { host, port } = splitHostPort(target.advertise);
+    // The server certificate must chain to the cluster CA and name the advertised address
+    // (node's default identity check against `host`, an IP SAN for IP addresses).
+    this.#socket = tls.connect({
+      ...baseTls(t),
+      host,
+      port,
+      ...(isIP(host) === 0 ? { servername: host } : {}),
+    });
+    this.#socket.setNoDelay(true);
+    this.#socket.setKeepAlive(true, 5_000);
+    this.#ready = new Promise((resolve) => {
+      this.#socket.once('secureConnect', () => {
+        report.connected();
+        resolve(true);
+      });
+      this.#socket.once('close', () => resolve(false));
+    });
+    this.#socket.on('data', (chunk: Buffer) => {
+      try {
+        for (const p of this.#reader.push(chunk)) {
+          const { id, outcome } = parseReply(p);
+          this.#settle(id, outcome);
+        }
+      } catch (err) {
+        this.fail('unavailable', `protocol error from the leader: ${(err as Error).message}`);
+      }
+    });
+    this.#socket.on('error', (err) => {
+      report.failed(err.message);
+      this.fail('unavailable', `connection to the leader failed: ${err.message}`);
+    });
+    this.#socket.on('close', () => this.fail('unavailable', 'connection to the leader closed'));
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** Sends one request; resolves with the reply or a local failure, never later than `deadlineMs`. */
+  request(chainId: string, body: Uint8Array, deadlineMs: number): Promise<ForwardResult> {
+    if (this.#closed) return Promise.resolve({ status: 'unavailable', reason: 'connection closed' });
+    const id = this.#nextId;
+    this.#nextId = (this.#nextId + 1) >>> 0;
+    const result = new Promise<ForwardResult>((resolve) => {
+      const timer = setTimeout(() => {
+        this.#pending.delete(id);
+        resolve({ status: 'timeout', reason: `no reply from the leader within ${deadlineMs} ms` });
+      }, deadlineMs);
+      this.#pending.set(id, { resolve, timer });
+    });
+    const bytes = encodeForwardRequest(id, chainId, body);
+    void this.#ready.then((ok) => {
+      if (ok && this.#pending.has(id)) this.#socket.write(bytes);
+    });
+    return result;
+  }
+
+  /** Closes the connection and settles every pending request with `status`. */
+  fail(status: 'unavailable' | 'leader_changed', reason: string): void {
+    if (!this.#closed) {
+      this.#closed = true;
+      this.#socket.destroy();
+    }
+    for (const [id, p] of this.#pending) {
+      this.#pending.delete(id);
+      clearTimeout(p.timer);
+      p.resolve({ status, reason });
+    }
+  }
+
+  #settle(id: number, outcome: ForwardOutcome): void {
+    const p = this.#pending.get(id);
+    // A late reply (after the deadline) has no pending entry: dropped.
+    if (p === undefined) return;
+    this.#pending.delete(id);
+    clearTimeout(p.timer);
+    p.resolve(outcome);
+  }
+}
+
+/** Options of {@link ForwardClient}. */
+export interface ForwardClientOptions {
+  tls: ForwardTls;
+  /** deadline of one forwarded request, connecting included; default 2000 ms */
+  deadlineMs?: number;
+  logger?: ForwardLogger;
+}
+
+/**
+ * The follower side: one TLS connection to the current leader. {@link setLeader} switches it
+ * (pending requests of the old leader end as `leader_changed`, the new connection is opened at
+ * once); a broken connection is re-opened by the next request.
+ */
+export class ForwardClient {
+  readonly #tls: ForwardTls;
+  readonly #deadlineMs: number;
+  readonly #log: ForwardLogger;
+  #target: ForwardTarget | undefined;
+  #conn: LeaderConnection | undefined;
+  /** a failure was logged and no connection has succeeded since: do not log every retry */
+  #failing = false;
+  #closed = false;
+
+  constructor(opts: ForwardClientOptions) {
+    this.#tls = opts.tls;
+    this.#deadlineMs = opts.deadlineMs ?? DEFAULT_FORWARD_DEADLINE_MS;
+    this.#log = opts.logger ?? silent;
+  }
+
+  /** The leader requests go to now; undefined while none is known (or this node leads). */
+  get target(): ForwardTarget | undefined {
+    return this.#target;
+  }
+
+  /** Points the client at `target` (undefined: no leader known; requests fail at once). */
+  setLeader(target: ForwardTarget | undefined): void {
+    const cur = this.#target;
+    if (cur?.nodeId === target?.nodeId && cur?.advertise === target?.advertise) return;
+    this.#target = target;
+    // Replies still pending from the old leader are dropped: the follower answers "try again"
+    // and the node re-sends to whoever leads now. The old leader's own fencing decides whether
+    // it signed; a signature it made is either lost (a missed vote) or found again by the new
+    // leader as the same reserved bytes.
+    this.#conn?.fail('leader_changed', 'the leader changed while the request was in flight');
+    this.#conn = target !== undefined && !this.#closed ? this.#open(target) : undefined;
+  }
+
+  /** Forwards one request to the current leader. Never rejects; resolves within the deadline. */
+  async forward(chainId: string, body: Uint8Array): Promise<ForwardResult> {
+    const target = this.#target;
+    if (this.#closed) return { status: 'unavailable', reason: 'forwarding is shut down' };
+    if (target === undefined) return { status: 'no_leader', reason: 'no leader is known' };
+    if (body.length > MAX_FORWARD_REQUEST_BODY || Buffer.byteLength(chainId) > MAX_CHAIN_ID_BYTES) {
+      return { status: 'bad_request' };
+    }
+    if (this.#conn === undefined || this.#conn.closed) this.#conn = this.#open(target);
+    return await this.#conn.request(chainId, body, this.#deadlineMs);
+  }
+
+  /** Drops the connection; pending requests end as `unavailable`. */
+  close(): void {
+    this.#closed = true;
+    this.#conn?.fail('unavailable', 'forwarding is shut down');
+    this.#conn = undefined;
+  }
+
+  #open(target: ForwardTarget): LeaderConnection {
+    return new LeaderConnection(target, this.#tls, {
+      connected: () => {
+        if (this.#failing) this.#log.info({ leader: target.nodeId }, 'forward: connected to the leader');
+        this.#failing = false;
+      },
+      failed: (reason) => {
+        if (this.#failing) return;
+        this.#failing = true;
+        this.#log.warn(
+          { leader: target.nodeId, addr: target.advertise, reason },
+          'forward: cannot reach the leader',
+        );
+      },
+    });
+  }
+}
