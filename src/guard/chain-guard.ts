@@ -253,10 +253,8 @@ export class ChainGuard implements RequestHandler {
     }
     const signBytes = encode('vote', () => voteSignBytes(this.chainId, vote));
     trace.signBytes = signBytes;
-    // The extension sign bytes are reserved together with the vote's, but the extension
-    // signature itself needs no HRS protection beyond that: CometBFT signs extensions again on
-    // every retry (also on FilePV's same-HRS path), and an extension signature is only ever
-    // accepted attached to the precommit it belongs to, which the vote's reservation protects.
+    // The extension sign bytes are reserved together with the vote's; at an HRS already
+    // reserved only the reserved extension is signed again (see signSameHRS).
     const extensionSignBytes =
       policy === 'sign' ? encode('vote', () => voteExtensionSignBytes(this.chainId, vote)) : EMPTY;
 
@@ -375,13 +373,21 @@ export class ChainGuard implements RequestHandler {
       if (timestamp === undefined) throw new Refusal(`error signing ${job.kind}: conflicting data`);
       outcome = 'timestamp_only';
     }
+    // FilePV signs whatever extension the retry carries. Here the extension sign bytes are part
+    // of the reservation (invariant 2): only the reserved ones may be signed at this HRS, so a
+    // second, different extension signature at one HRS never exists, across the whole cluster
+    // too. Refusing costs at most this precommit (an application that produced another extension
+    // after a node crash); a plain retry carries the same extension and is served.
+    if (job.extensionSignBytes.length > 0 && !bytesEqual(job.extensionSignBytes, last.extensionSignBytes)) {
+      throw new Refusal(`error signing ${job.kind}: conflicting vote extension`);
+    }
     // A reservation without a (valid) recorded signature is a crash or an HSM failure between
     // reserve and record: sign the reserved bytes again. ed25519 is deterministic, and a second
     // ECDSA signature over identical bytes is not equivocation.
     const signature = this.verifies(last.signBytes, last.signature)
       ? last.signature
       : await this.signReserved(last, trace);
-    // Like FilePV, the extension signed here is the one in the new request.
+    // The request's extension sign bytes, which the check above proved to be the reserved ones.
     const extensionSignature = await this.signExtension(job.extensionSignBytes, trace);
     return timestamp === undefined
       ? { outcome, signature, extensionSignature }

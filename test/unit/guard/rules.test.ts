@@ -353,8 +353,16 @@ const CASES: RuleCase[] = [
     expect: { outcome: 'signed', extension: false },
   },
   {
-    name: 'v0.38 same HRS with a new extension: the new extension is signed',
+    // FilePV would sign the new extension; CometKMS reserves extension sign bytes with the vote
+    // (ARCHITECTURE §2 inv. 2) and never signs a second, different extension at one HRS.
+    name: 'v0.38 same HRS with a new extension: refused, the reserved extension stays the only one',
     prior: [voteRequest(precommit({ extension: new Uint8Array([1]) }))],
+    request: voteRequest(precommit({ extension: new Uint8Array([2, 2]) })),
+    expect: { refused: 'error signing vote: conflicting vote extension' },
+  },
+  {
+    name: 'v0.38 same HRS with the same extension: stored vote signature, extension signed again',
+    prior: [voteRequest(precommit({ extension: new Uint8Array([2, 2]) }))],
     request: voteRequest(precommit({ extension: new Uint8Array([2, 2]) })),
     expect: { outcome: 'resigned', extension: true, sameSignatureAs: 0, signerCalls: 1 },
   },
