@@ -46,6 +46,8 @@ export interface ChainGuardOptions {
   checkValidatorAddress?: boolean;
   /** called once per handled request; exceptions it throws are swallowed */
   onDecision?: (decision: GuardDecision) => void;
+  /** called when a signature could not be recorded after its reply went out (never fatal) */
+  onRecordFailure?: (reason: string) => void;
   /** a monotonic clock in milliseconds (default `performance.now`) */
   now?: () => number;
 }
@@ -116,6 +118,7 @@ export class ChainGuard implements RequestHandler {
   private readonly maxHeightJump: number | undefined;
   private readonly keyAddress: Uint8Array | undefined;
   private readonly onDecision: ((decision: GuardDecision) => void) | undefined;
+  private readonly onRecordFailure: ((reason: string) => void) | undefined;
   private readonly now: () => number;
   private readonly mutex = new AsyncMutex();
   /**
@@ -123,6 +126,12 @@ export class ChainGuard implements RequestHandler {
    * failed compare-and-set). It never moves backwards; `undefined` until {@link init}.
    */
   private state: SignState | undefined;
+  /**
+   * The signature record of the last signed request, still being written. It runs after the
+   * reply (recording is bookkeeping, see {@link recordInBackground}) and every later decision
+   * waits for it under the mutex, so decisions always see the state the store holds.
+   */
+  private pendingRecord: Promise<void> = Promise.resolve();
 
   constructor(options: ChainGuardOptions) {
     this.chainId = options.chainId;
@@ -133,6 +142,7 @@ export class ChainGuard implements RequestHandler {
     this.keyAddress =
       (options.checkValidatorAddress ?? true) ? validatorAddress(options.signer.pubKey) : undefined;
     this.onDecision = options.onDecision;
+    this.onRecordFailure = options.onRecordFailure;
     this.now = options.now ?? (() => performance.now());
   }
 
@@ -194,6 +204,7 @@ export class ChainGuard implements RequestHandler {
     const start = this.now();
     const trace: Trace = {};
     const { reply, outcome } = await this.mutex.run(async () => {
+      await this.pendingRecord;
       let result: { reply: PrivvalMessage; outcome: DecisionOutcome };
       try {
         result = await body(trace);
@@ -394,9 +405,22 @@ export class ChainGuard implements RequestHandler {
       : { outcome, signature, timestamp, extensionSignature };
   }
 
-  /** Signs the sign bytes of `reserved` (durably reserved already), verifies and records. */
+  /** Signs the sign bytes of `reserved` (durably reserved already), verifies, and records it. */
   private async signReserved(reserved: SignState, trace: Trace): Promise<Uint8Array> {
     const signature = await this.hsmSign(reserved.signBytes, trace);
+    this.pendingRecord = this.recordInBackground(reserved, signature);
+    return signature;
+  }
+
+  /**
+   * Records `signature` for the reservation `reserved` without delaying the reply. Recording is
+   * bookkeeping, not protection: the reservation of exactly these bytes at this HRS is already
+   * durable, so no other bytes can be signed at this HRS or below it whatever happens here; a
+   * later request for this HRS that finds no signature re-signs the same reserved bytes. The
+   * next decision of this guard waits for this promise (see {@link pendingRecord}); it never
+   * rejects.
+   */
+  private async recordInBackground(reserved: SignState, signature: Uint8Array): Promise<void> {
     try {
       await this.store.recordSignature(this.chainId, reserved, reserved.signBytes, signature);
       const s = this.current();
@@ -404,13 +428,19 @@ export class ChainGuard implements RequestHandler {
         this.state = { ...s, signature };
       }
     } catch (err) {
-      // The signature is still returned. Recording is bookkeeping, not protection: the
-      // reservation of exactly these bytes at this HRS is already durable, so no other bytes can
-      // be signed at this HRS or below it whatever happens here; a later request for this HRS
-      // finds no signature and re-signs the same reserved bytes.
-      trace.reason = `signature not recorded: ${describe(err)}`;
+      try {
+        this.onRecordFailure?.(`signature not recorded: ${describe(err)}`);
+      } catch {
+        // a failing observer must not disturb signing
+      }
     }
-    return signature;
+  }
+
+  /** Resolves once the last signature record has been written (or has failed). */
+  async drain(): Promise<void> {
+    await this.mutex.run(async () => {
+      await this.pendingRecord;
+    });
   }
 
   /** Signs `bytes` (if any) with no state change: extension sign bytes only. */

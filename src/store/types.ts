@@ -33,8 +33,8 @@ export type ReserveResult =
 
 /**
  * Durable sign state, one record per chain id. Implementations: file (single node) and etcd
- * (cluster). Every method either completes durably or throws; a throw means "unknown", and the
- * guard then refuses to sign.
+ * (cluster). `load` and `reserve` either complete durably or throw; a throw means "unknown", and
+ * the guard then refuses to sign.
  */
 export interface SignStateStore {
   /** The current state of `chainId` (the initial state if none exists yet). */
@@ -47,8 +47,10 @@ export interface SignStateStore {
   reserve(chainId: string, expected: SignState, next: SignState): Promise<ReserveResult>;
   /**
    * Records the signature of the reservation at `hrs` whose sign bytes are `signBytes`. A no-op if
-   * the state has moved on since. Failing to record never allows a second, different signature:
-   * the reservation alone already blocks that.
+   * the state has moved on since. Unlike `reserve`, it need not be durable when it resolves
+   * (the file store writes it with the next reservation): failing to record, or losing the
+   * record in a crash, never allows a second, different signature — the reservation alone
+   * already blocks that, and the guard re-signs the reserved bytes when it finds none.
    */
   recordSignature(chainId: string, hrs: HRS, signBytes: Uint8Array, signature: Uint8Array): Promise<void>;
   /** Releases locks, leases and handles. */

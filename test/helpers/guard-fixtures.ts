@@ -90,13 +90,17 @@ export interface GuardFixture {
   store: InMemorySignStateStore;
   signer: InMemorySigner;
   decisions: GuardDecision[];
+  /** every onRecordFailure report, in order */
+  recordFailures: string[];
   /** the key's validator address */
   address: Uint8Array;
 }
 
 /** Options of {@link makeGuard}: any ChainGuard option, plus a ready store or signer. */
 export interface MakeGuardOptions
-  extends Partial<Omit<ChainGuardOptions, 'store' | 'signer' | 'onDecision' | 'protocol'>> {
+  extends Partial<
+    Omit<ChainGuardOptions, 'store' | 'signer' | 'onDecision' | 'onRecordFailure' | 'protocol'>
+  > {
   protocol?: ProtocolVersion;
   store?: InMemorySignStateStore;
   signer?: InMemorySigner;
@@ -106,6 +110,7 @@ export interface MakeGuardOptions
 export async function makeGuard(options: MakeGuardOptions = {}): Promise<GuardFixture> {
   const { store = new InMemorySignStateStore(), signer = InMemorySigner.ed25519(SEED), ...rest } = options;
   const decisions: GuardDecision[] = [];
+  const recordFailures: string[] = [];
   const guard = new ChainGuard({
     chainId: CHAIN_ID,
     protocol: 'v0.38',
@@ -113,9 +118,10 @@ export async function makeGuard(options: MakeGuardOptions = {}): Promise<GuardFi
     signer,
     store,
     onDecision: (d) => decisions.push(d),
+    onRecordFailure: (reason) => recordFailures.push(reason),
   });
   await guard.init();
-  return { guard, store, signer, decisions, address: validatorAddress(signer.pubKey) };
+  return { guard, store, signer, decisions, recordFailures, address: validatorAddress(signer.pubKey) };
 }
 
 /** The vote of a SignedVoteResponse; throws on any other reply. */

@@ -135,7 +135,9 @@ describe('store faults', () => {
     const first = replyVote(await fx.guard.handle(voteRequest(vote())));
     const bytes = voteSignBytes(CHAIN_ID, vote());
     assert.ok(verifySignature(fx.signer.pubKey, bytes, first.vote.signature));
-    assert.match(fx.decisions.at(-1)?.reason ?? '', /signature not recorded/);
+    // The record runs after the reply; its failure is reported once it settles.
+    await fx.guard.drain();
+    assert.match(fx.recordFailures.at(-1) ?? '', /signature not recorded/);
     assert.equal(fx.store.peek(CHAIN_ID).signature.length, 0);
     assert.deepEqual(fx.store.peek(CHAIN_ID).signBytes, bytes);
 

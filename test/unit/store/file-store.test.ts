@@ -94,6 +94,23 @@ describe('FileSignStateStore basics', () => {
     });
   });
 
+  test('a recorded signature reaches the disk with the next reservation or at close, never before the reservation', async () => {
+    const home = await newHome();
+    const S2r = { ...S2, signBytes: new Uint8Array([7, 7]) };
+    await withStore(home, async (s) => {
+      await s.reserve(CHAIN, initialSignState(), S1);
+      await s.recordSignature(CHAIN, S1, S1.signBytes, new Uint8Array([4]));
+      // In memory at once; on disk the reservation alone (a crash now re-signs the reserved bytes).
+      assert.deepEqual((await s.load(CHAIN)).signature, new Uint8Array([4]));
+      assert.deepEqual(await readChainState(home, CHAIN), S1);
+      await s.reserve(CHAIN, { ...S1, signature: new Uint8Array([4]) }, S2r);
+      assert.deepEqual(await readChainState(home, CHAIN), S2r);
+      await s.recordSignature(CHAIN, S2r, S2r.signBytes, new Uint8Array([5]));
+    });
+    // close() wrote the last one.
+    assert.deepEqual(await readChainState(home, CHAIN), { ...S2r, signature: new Uint8Array([5]) });
+  });
+
   test('recordSignature writes only at the same HRS and sign bytes', async () => {
     const home = await newHome();
     await withStore(home, async (s) => {
