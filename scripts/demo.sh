@@ -3,5 +3,5 @@
 # runs `cometkms demo` with the given options.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/install-deps.sh
+bash scripts/install-deps.sh demo
 exec node bin/cometkms.js demo "$@"

@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
-# Installs everything CometKMS needs to build, test and run its demo on Debian 12:
-# Debian packages (SoftHSM2, etcd) when missing, then the npm packages from the lockfile.
+# Installs everything CometKMS needs on Debian 12: Debian packages (SoftHSM2, etcd, openssl,
+# and Chromium for the status-page browser test) when missing, then the npm packages from the
+# lockfile. `install-deps.sh demo` skips what only the tests need (Chromium).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+purpose="${1:-test}"
 
 need_apt=()
 command -v softhsm2-util >/dev/null 2>&1 || need_apt+=(softhsm2)
 command -v etcd >/dev/null 2>&1 || need_apt+=(etcd-server)
 command -v etcdctl >/dev/null 2>&1 || need_apt+=(etcd-client)
-command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
+if [ "$purpose" = test ]; then
+  command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+fi
 if [ "${#need_apt[@]}" -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "install-deps: missing Debian packages: ${need_apt[*]} (run as root, or: sudo apt-get install ${need_apt[*]})" >&2
