@@ -18,6 +18,8 @@ const SUITES: Record<string, () => Promise<Suite>> = {
   pkcs11: async () => (await import('./pkcs11.bench.ts')).benchPkcs11,
   privval: async () => (await import('./privval.bench.ts')).benchPrivval,
   etcd: async () => (await import('./etcd.bench.ts')).benchEtcd,
+  'single-node': async () => (await import('./single-node.bench.ts')).benchSingleNode,
+  cluster: async () => (await import('./cluster.bench.ts')).benchCluster,
 };
 
 const CHILD_FLAG = '--child-suite';

@@ -1,11 +1,18 @@
 /**
- * `cometkms start --config FILE`: runs a node until SIGTERM or SIGINT. Startup errors (bad
- * config, home not initialised, home in use, bad state, missing key, wrong PIN, …) are thrown
- * with an operator-facing message before any validator is dialed; main prints it and exits 1.
+ * `cometkms start --config FILE`: runs a node until SIGTERM or SIGINT — a single node without
+ * `[cluster]`, a cluster node with it. Startup errors (bad config, home not initialised, home in
+ * use, bad state, missing key, wrong PIN, unreadable TLS files, …) are thrown with an
+ * operator-facing message before any validator is dialed; main prints it and exits 1.
+ *
+ * An unreachable etcd is not a startup error in cluster mode: the node starts as a follower that
+ * signs nothing (every signing request is answered "try again"), reports not ready on /readyz,
+ * and joins the election as soon as etcd answers. Hosts boot in any order, and a node that exited
+ * because its etcd member was still starting would need a supervisor to bring it back.
  */
 import { Command, Option } from 'commander';
 import { loadConfig } from '../../config/load.ts';
 import { createLogger, LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from '../logger.ts';
+import { ClusterNode } from '../runtime/cluster-node.ts';
 import { CRASH_ENV, CRASH_FLAG, crashProbability } from '../runtime/crash-hook.ts';
 import { ShutdownSignals } from '../runtime/signals.ts';
 import { SingleNode } from '../runtime/single-node.ts';
@@ -34,10 +41,16 @@ async function runStart(o: StartOptions): Promise<void> {
   // (and a second one exits at once) instead of killing it halfway through.
   const signals = new ShutdownSignals(log);
   try {
-    const node = await SingleNode.start(
-      config,
-      crashAfterReserve === undefined ? { logger: log } : { logger: log, crashAfterReserve },
-    );
+    if (config.cluster !== undefined && crashAfterReserve !== undefined) {
+      throw new Error(`${CRASH_FLAG} is a single-node test hook; this config has [cluster]`);
+    }
+    const node =
+      config.cluster === undefined
+        ? await SingleNode.start(
+            config,
+            crashAfterReserve === undefined ? { logger: log } : { logger: log, crashAfterReserve },
+          )
+        : await ClusterNode.start(config, { logger: log });
     await signals.first;
     const clean = await node.stop();
     log.info({ clean }, 'stopped');

@@ -13,26 +13,31 @@
  * Shutdown: stop the dialers (the request in flight finishes), close the HSM signing session,
  * the audit log, the store (releasing the lock) and last the admin API.
  */
-import { mkdir, readFile } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
 import type pino from 'pino';
-import { AuditLog } from '../../admin/audit.ts';
+import type { AuditLog } from '../../admin/audit.ts';
 import { Metrics } from '../../admin/metrics.ts';
 import type { AdminRuntime, Readiness, TransferResult } from '../../admin/runtime-view.ts';
-import { type AdminServer, startAdminServer } from '../../admin/server.ts';
-import type { ChainStatus, NodeStatus } from '../../admin/types.ts';
+import type { NodeStatus } from '../../admin/types.ts';
 import { assertHomeInitialised } from '../../config/home.ts';
-import { readSecretFile } from '../../config/secrets.ts';
 import type { ChainSection, Config } from '../../config/types.ts';
 import { ChainGuard } from '../../guard/chain-guard.ts';
-import type { GuardDecision } from '../../guard/decision.ts';
 import { type Hsm, openHsm } from '../../pkcs11/hsm.ts';
 import { readPin } from '../../pkcs11/pin.ts';
 import { loadProfile } from '../../pkcs11/profiles.ts';
-import { ValidatorDialer } from '../../privval/dialer.ts';
 import { loadIdentity } from '../../privval/identity.ts';
 import { FileSignStateStore } from '../../store/file.ts';
 import type { SignStateStore } from '../../store/types.ts';
+import {
+  chainStatus,
+  createDialers,
+  DecisionSink,
+  hsmStatus,
+  type NodeAdmin,
+  openAuditLog,
+  ShutdownSteps,
+  startNodeAdmin,
+  type ValidatorLink,
+} from './common.ts';
 import { CrashAfterReserveStore } from './crash-hook.ts';
 import { HsmHealth } from './hsm-health.ts';
 import { findChainSigners, openSigningSession } from './hsm-keys.ts';
@@ -44,20 +49,13 @@ export interface SingleNodeOptions {
   crashAfterReserve?: number;
 }
 
-/** Where the audit log of a home lives. */
-export function auditLogPath(home: string): string {
-  return join(home, 'audit', 'audit.jsonl');
-}
-
 /** One chain of the running node. */
 interface ChainRuntime {
   config: ChainSection;
   guard: ChainGuard;
   /** one per [[chain.validator]], in config order */
-  validators: Array<{ addr: string; dialer: ValidatorDialer }>;
+  validators: ValidatorLink[];
 }
-
-const SIGNED_OUTCOMES = new Set<GuardDecision['outcome']>(['signed', 'resigned', 'timestamp_only']);
 
 /**
  * A running single node. Implements {@link AdminRuntime} for the admin API. Build it with
@@ -68,14 +66,12 @@ export class SingleNode implements AdminRuntime {
   private readonly log: pino.Logger;
   private readonly metrics = new Metrics();
   private readonly health: HsmHealth;
+  private readonly decisions: DecisionSink;
   private readonly chains: ChainRuntime[] = [];
-  /** when this node last returned a signature, per chain id */
-  private readonly lastSignedAt = new Map<string, Date>();
   private store: SignStateStore | undefined;
   private hsm: Hsm | undefined;
   private audit: AuditLog | undefined;
-  private admin: AdminServer | undefined;
-  private adminScheme: 'http' | 'https' = 'http';
+  private admin: NodeAdmin | undefined;
   private stopping: Promise<boolean> | undefined;
 
   private constructor(
@@ -84,6 +80,7 @@ export class SingleNode implements AdminRuntime {
   ) {
     this.log = opts.logger;
     this.health = new HsmHealth(() => this.metrics.hsmError());
+    this.decisions = new DecisionSink(this.metrics, this.log);
   }
 
   /**
@@ -91,12 +88,7 @@ export class SingleNode implements AdminRuntime {
    * acquired so far released again, if any part cannot start.
    */
   static async start(config: Config, opts: SingleNodeOptions): Promise<SingleNode> {
-    if (config.cluster) {
-      throw new Error(
-        `${config.path}: [cluster] is set, but this build of \`cometkms start\` runs single nodes only; ` +
-          'remove [cluster] to run this node on its own',
-      );
-    }
+    if (config.cluster) throw new Error('SingleNode runs a config without [cluster]');
     const node = new SingleNode(config, opts);
     try {
       await node.build();
@@ -110,11 +102,10 @@ export class SingleNode implements AdminRuntime {
   /** The admin API's base URL (with the bound port when `listen` asked for port 0). */
   get adminUrl(): string {
     if (!this.admin) throw new Error('the admin API is not running');
-    return `${this.adminScheme}://${this.admin.address}`;
+    return this.admin.url;
   }
 
   status(): NodeStatus {
-    const hsm = this.hsm;
     return {
       node_id: this.config.node.id,
       mode: 'single',
@@ -122,13 +113,10 @@ export class SingleNode implements AdminRuntime {
       leader_id: this.config.node.id,
       term: 0,
       uptime_s: Math.floor((Date.now() - this.startedAt) / 1000),
-      hsm: {
-        token_label: this.config.hsm.token_label,
-        reachable: this.health.reachable,
-        signing_session: hsm?.signingSessionOpen ?? false,
-        ...(this.health.lastError === undefined ? {} : { last_error: this.health.lastError }),
-      },
-      chains: this.chains.map((c) => chainStatus(c, this.lastSignedAt.get(c.config.id))),
+      hsm: hsmStatus(this.config, this.health, this.hsm),
+      chains: this.chains.map((c) =>
+        chainStatus(c.config, c.guard.lastState(), c.validators, this.decisions.lastSignedAt(c.config.id)),
+      ),
     };
   }
 
@@ -186,59 +174,19 @@ export class SingleNode implements AdminRuntime {
         signer: this.health.observe(signers[i]!),
         store,
         ...(chain.max_height_jump === undefined ? {} : { maxHeightJump: chain.max_height_jump }),
-        onDecision: (d) => this.onDecision(d),
+        onDecision: this.decisions.record,
       });
       await guard.init();
       this.chains.push({ config: chain, guard, validators: [] });
     }
 
-    const auditPath = auditLogPath(home);
-    await mkdir(dirname(auditPath), { recursive: true, mode: 0o700 });
-    this.audit = await AuditLog.open({
-      path: auditPath,
-      nodeId: config.node.id,
-      logger: this.log.child({ component: 'audit' }),
-    });
-    const token =
-      config.admin.token_file === undefined
-        ? undefined
-        : await readSecretFile(config.admin.token_file, 'admin token');
-    const tls = await adminTls(config);
-    try {
-      this.admin = await startAdminServer({
-        listen: config.admin.listen,
-        runtime: this,
-        metrics: this.metrics,
-        ...(token === undefined ? {} : { token }),
-        publicRoutes: config.admin.public_routes,
-        ...(tls === undefined ? {} : { tls }),
-        logger: this.log,
-      });
-    } catch (err) {
-      throw new Error(
-        `admin API cannot listen on admin.listen ${config.admin.listen}: ${(err as Error).message}`,
-      );
-    }
-    this.adminScheme = tls === undefined ? 'http' : 'https';
+    this.audit = await openAuditLog(config, this.log);
+    this.decisions.audit = this.audit;
+    this.admin = await startNodeAdmin(config, this, this.metrics, this.log);
 
     const identity = await loadIdentity(home);
     for (const c of this.chains) {
-      for (const v of c.config.validators) {
-        const dialer = new ValidatorDialer({
-          addr: v.addr,
-          version: c.config.protocol,
-          identity,
-          handler: c.guard,
-          logger: this.log.child({ chainId: c.config.id }),
-        });
-        this.metrics.validatorLink(c.config.id, v.addr, false);
-        dialer.on('connect', () => {
-          this.metrics.validatorLink(c.config.id, v.addr, true);
-          if (dialer.status.connects > 1) this.metrics.validatorReconnect(c.config.id, v.addr);
-        });
-        dialer.on('disconnect', () => this.metrics.validatorLink(c.config.id, v.addr, false));
-        c.validators.push({ addr: v.addr, dialer });
-      }
+      c.validators.push(...createDialers(c.config, c.guard, identity, this.metrics, this.log));
     }
     for (const c of this.chains) for (const v of c.validators) v.dialer.start();
     this.log.info(
@@ -256,27 +204,9 @@ export class SingleNode implements AdminRuntime {
     );
   }
 
-  private onDecision(d: GuardDecision): void {
-    if (SIGNED_OUTCOMES.has(d.outcome)) this.lastSignedAt.set(d.chainId, new Date());
-    this.metrics.observeDecision(d);
-    this.audit?.record(d);
-    if (d.outcome === 'refused' || d.outcome === 'retry') {
-      this.log.warn(decisionLogFields(d), `${d.kind} ${d.outcome}`);
-    } else {
-      this.log.debug(decisionLogFields(d), `${d.kind} ${d.outcome}`);
-    }
-  }
-
   private async shutdown(): Promise<boolean> {
-    let clean = true;
-    const step = async (what: string, fn: () => Promise<unknown>): Promise<void> => {
-      try {
-        await fn();
-      } catch (err) {
-        clean = false;
-        this.log.error({ err }, `shutdown: ${what} failed`);
-      }
-    };
+    const steps = new ShutdownSteps(this.log);
+    const step = steps.step.bind(steps);
     // Dialers first: no new request can arrive, and stop() waits for the one in flight, so the
     // HSM session below never closes under a signature.
     await step('stopping validator connections', () =>
@@ -292,54 +222,7 @@ export class SingleNode implements AdminRuntime {
     // Closing the store releases the home lock: only once nothing can sign any more.
     if (store) await step('closing the sign-state store', () => store.close());
     // Last, so /healthz and /status answer for as long as the node is up.
-    if (admin) await step('closing the admin API', () => admin.close());
-    return clean;
+    if (admin) await step('closing the admin API', () => admin.server.close());
+    return steps.clean;
   }
-}
-
-/** The admin API's certificate and key when configured; the key is a secret file (mode 0600). */
-async function adminTls(config: Config): Promise<{ cert: Buffer; key: Buffer } | undefined> {
-  const { tls_cert_file: certFile, tls_key_file: keyFile } = config.admin;
-  if (certFile === undefined || keyFile === undefined) return undefined;
-  let cert: Buffer;
-  try {
-    cert = await readFile(certFile);
-  } catch (err) {
-    throw new Error(`admin.tls_cert_file ${certFile}: ${(err as Error).message}`);
-  }
-  return { cert, key: Buffer.from(await readSecretFile(keyFile, 'admin TLS key')) };
-}
-
-function chainStatus(c: ChainRuntime, lastSignedAt: Date | undefined): ChainStatus {
-  const s = c.guard.lastState();
-  return {
-    chain_id: c.config.id,
-    key_type: c.config.key_type,
-    protocol: c.config.protocol,
-    height: Number(s.height),
-    round: s.round,
-    step: s.step,
-    last_signed_at: lastSignedAt?.toISOString() ?? null,
-    validators: c.validators.map(({ addr, dialer }) => {
-      const st = dialer.status;
-      return {
-        addr,
-        connected: st.connected,
-        ...(st.remoteNodeId === undefined ? {} : { remote_node_id: st.remoteNodeId }),
-        connects: st.connects,
-      };
-    }),
-  };
-}
-
-/** The fields of a decision worth a log line (bigint height as a string: JSON has no bigint). */
-function decisionLogFields(d: GuardDecision): Record<string, unknown> {
-  return {
-    chainId: d.chainId,
-    kind: d.kind,
-    outcome: d.outcome,
-    ...(d.height === undefined ? {} : { height: d.height.toString(), round: d.round, step: d.step }),
-    ...(d.reason === undefined ? {} : { reason: d.reason }),
-    latencyMs: Math.round(d.latencyMs * 1000) / 1000,
-  };
 }

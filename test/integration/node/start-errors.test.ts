@@ -1,20 +1,60 @@
 /**
  * `cometkms start` refusing to run: each bad input ends the real process with exit code 1 and a
- * message that says what to fix, and no validator is ever dialed.
+ * message that says what to fix, and no validator is ever dialed. One deliberate non-refusal: a
+ * cluster node whose etcd does not answer runs on as a follower that signs nothing (start.ts).
  */
 import assert from 'node:assert/strict';
-import { copyFile, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { copyFile, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { request as httpsRequest } from 'node:https';
 import { type AddressInfo, createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import type { Readiness } from '../../../src/admin/runtime-view.ts';
+import type { NodeStatus } from '../../../src/admin/types.ts';
 import { SignedMsgType } from '../../../src/cometbft/types.ts';
+import { ValidatorSimulator } from '../../../src/simulator/simulator.ts';
 import { chainFiles, FileSignStateStore } from '../../../src/store/file.ts';
 import type { SignState } from '../../../src/store/types.ts';
+import { makeTestCerts } from '../../helpers/certs.ts';
 import { generateKeys, type KmsChain, KmsHome, killAllKms } from '../../helpers/kms-process.ts';
 import { createSoftHsmToken, type SoftHsmToken } from '../../helpers/softhsm.ts';
 
 const CHAIN = 'err-chain-1';
+
+/** GET over HTTPS trusting `ca` (fetch cannot take a CA): status and parsed JSON body. */
+async function httpsGet(
+  base: string,
+  path: string,
+  token: string,
+  ca: Buffer,
+): Promise<{ status: number; body: unknown }> {
+  return await new Promise((resolve, reject) => {
+    const req = httpsRequest(
+      new URL(path, base),
+      { ca, headers: { authorization: `Bearer ${token}` }, timeout: 5_000 },
+      (res) => {
+        let text = '';
+        res.setEncoding('utf8').on('data', (d: string) => {
+          text += d;
+        });
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: JSON.parse(text) }));
+      },
+    );
+    req.on('timeout', () => req.destroy(new Error(`GET ${path}: no answer within 5 s`)));
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+/** A loopback port nothing listens on (bound once, then released). */
+async function closedPort(): Promise<number> {
+  const srv = createServer();
+  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve));
+  const { port } = srv.address() as AddressInfo;
+  await new Promise<void>((resolve) => srv.close(() => resolve()));
+  return port;
+}
 
 describe('cometkms start: refusals', () => {
   let token: SoftHsmToken;
@@ -172,14 +212,72 @@ describe('cometkms start: refusals', () => {
     }
   });
 
-  it('a [cluster] section: this command runs single nodes only', async () => {
+  it('a [cluster] section without TLS files: says forwarding needs them', async () => {
     const h = await home({
       extraToml:
         '\n[cluster]\netcd_endpoints = ["http://127.0.0.1:2379"]\n' +
         'forward_listen = "127.0.0.1:0"\nforward_advertise = "127.0.0.1:26790"\n',
     });
     const stderr = await refused(h);
-    assert.match(stderr, /\[cluster\] is set, but this build of `cometkms start` runs single nodes only/);
+    assert.match(stderr, /\[cluster\] needs tls_ca_file, tls_cert_file and tls_key_file/);
+  });
+
+  it('[cluster] with etcd unreachable: a follower that signs nothing and is not ready', async () => {
+    const certs = await makeTestCerts('cometkms start-errors', ['kms-x']);
+    const sim = new ValidatorSimulator({
+      listen: `unix://${join(dir, 'cluster-validator.sock')}`,
+      chainId: CHAIN,
+      protocol: 'v0.38',
+      blockTimeMs: 0,
+      heights: 0,
+      extensions: false,
+    });
+    try {
+      const f = certs.files('kms-x');
+      const str = JSON.stringify;
+      const h = await home({
+        nodeId: 'kms-x',
+        chains: [chain({ validators: [await sim.listen()] })],
+        extraToml:
+          `\n[cluster]\netcd_endpoints = ["http://127.0.0.1:${await closedPort()}"]\n` +
+          'forward_listen = "127.0.0.1:0"\nforward_advertise = "127.0.0.1:26790"\n' +
+          `tls_ca_file = ${str(f.caFile)}\ntls_cert_file = ${str(f.certFile)}\ntls_key_file = ${str(f.keyFile)}\n`,
+      });
+      // The admin API over TLS too (the node certificate is valid for 127.0.0.1).
+      const config = await readFile(h.configPath, 'utf8');
+      await writeFile(
+        h.configPath,
+        config.replace(
+          '[admin]\n',
+          `[admin]\ntls_cert_file = ${str(f.certFile)}\ntls_key_file = ${str(f.keyFile)}\n`,
+        ),
+      );
+      const p = h.start();
+      const admin = await p.waitReady();
+      assert.match(admin, /^https:\/\/127\.0\.0\.1:\d+$/);
+      assert.ok(p.logs().some((r) => String(r['msg']).startsWith('etcd does not answer')));
+      const ca = await readFile(f.caFile);
+      const status = (await httpsGet(admin, '/status', h.adminToken, ca)).body as NodeStatus;
+      assert.equal(status.mode, 'cluster');
+      assert.equal(status.node_id, 'kms-x');
+      assert.equal(status.role, 'follower');
+      assert.equal(status.leader_id, null);
+      assert.equal(status.hsm.signing_session, false, 'a follower holds no signing session');
+      assert.equal(status.cluster?.etcd_healthy, false);
+      const ready = await httpsGet(admin, '/readyz', h.adminToken, ca);
+      assert.equal(ready.status, 503);
+      assert.equal((ready.body as Readiness).checks['etcd_healthy'], false);
+      // Connected and answering: the public key locally, a vote with "try again" (empty).
+      assert.ok(await sim.waitForSigner(15_000), 'the node dialed its validator');
+      await sim.requestPubKey();
+      const vote = sim.buildVote(SignedMsgType.Prevote, 1n, 0, sim.blockIdFor(1n, 0));
+      assert.equal((await sim.requestVote(vote)).kind, 'empty');
+      p.kill('SIGTERM');
+      assert.deepEqual(await p.waitExit(15_000), { code: 0, signal: null }, p.stderr);
+    } finally {
+      await sim.close();
+      await certs.cleanup();
+    }
   });
 
   it('the test-only crash hook cannot be armed without NODE_ENV=test and its probability', async () => {

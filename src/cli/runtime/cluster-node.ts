@@ -1,0 +1,447 @@
+/**
+ * The cluster runtime (ARCHITECTURE.md §4, `[cluster]` present): every node dials every validator;
+ * the leader signs with its guards on the etcd sign-state store, followers forward to it over
+ * mutual TLS, and leadership moves by election, hand-over or fencing.
+ *
+ * Startup order, and why:
+ *   1. home check and home lock — two processes must never share a home (identity, audit log);
+ *   2. TLS material, etcd clients, HSM: every chain's public key, and one login to check the PIN
+ *      (closed again at once: only the leader holds a signing session);
+ *   3. guards on the fenced etcd store (loaded only when this node wins: the cache may be stale);
+ *   4. audit log, forwarding server, admin API, cluster view, leadership — then the dialers, so
+ *      no request arrives before everything it needs is in place.
+ * Role changes are serialised: on winning, every guard reloads the replicated state, then the
+ * signing session opens, and only then does the node serve; on losing, it stops serving at once
+ * and closes the signing session (waiting for a signature in progress) before anything else.
+ * Shutdown: hand leadership over first (another node takes over at once, and this node's
+ * validator connections relay to it meanwhile), then stop the dialers (the request in flight
+ * finishes), then close forwarding, leadership, HSM, etcd, audit, lock and admin API.
+ */
+import type pino from 'pino';
+import type { AuditLog } from '../../admin/audit.ts';
+import { Metrics } from '../../admin/metrics.ts';
+import type { AdminRuntime, Readiness, TransferResult } from '../../admin/runtime-view.ts';
+import type { NodeStatus } from '../../admin/types.ts';
+import { ClusterChainHandler, leaderForwardHandler } from '../../cluster/cluster-handler.ts';
+import { createEtcdClients, type EtcdClients } from '../../cluster/etcd-client.ts';
+import { ForwardClient, ForwardServer } from '../../cluster/forward.ts';
+import { type LeaderInfo, Leadership } from '../../cluster/leadership.ts';
+import { etcdTls, loadClusterTls } from '../../cluster/tls.ts';
+import type { HRS } from '../../cometbft/types.ts';
+import { assertHomeInitialised } from '../../config/home.ts';
+import { readSecretFile } from '../../config/secrets.ts';
+import type { ChainSection, ClusterSection, Config } from '../../config/types.ts';
+import { ChainGuard } from '../../guard/chain-guard.ts';
+import { type Hsm, openHsm } from '../../pkcs11/hsm.ts';
+import { readPin } from '../../pkcs11/pin.ts';
+import { loadProfile } from '../../pkcs11/profiles.ts';
+import { loadIdentity, type TransportIdentity } from '../../privval/identity.ts';
+import { compareHRS, EtcdSignStateStore } from '../../store/etcd.ts';
+import { acquireHomeLock, type HomeLock } from '../../store/lock.ts';
+import { ClusterView } from './cluster-view.ts';
+import {
+  chainStatus,
+  createDialers,
+  DecisionSink,
+  hsmStatus,
+  type NodeAdmin,
+  openAuditLog,
+  ShutdownSteps,
+  startNodeAdmin,
+  type ValidatorLink,
+} from './common.ts';
+import { HsmHealth } from './hsm-health.ts';
+import { findChainSigners, openSigningSession } from './hsm-keys.ts';
+
+/** Options of {@link ClusterNode.start}. */
+export interface ClusterNodeOptions {
+  logger: pino.Logger;
+}
+
+/** One chain of the running node. */
+interface ChainRuntime {
+  config: ChainSection;
+  guard: ChainGuard;
+  validators: ValidatorLink[];
+}
+
+/** How long a transfer waits to see the new leader before it reports back. */
+const TRANSFER_WAIT_MS = 3_000;
+
+/** A running cluster node; implements {@link AdminRuntime}. */
+export class ClusterNode implements AdminRuntime {
+  private readonly startedAt = Date.now();
+  private readonly log: pino.Logger;
+  private readonly metrics = new Metrics();
+  private readonly health: HsmHealth;
+  private readonly cluster: ClusterSection;
+  private readonly decisions: DecisionSink;
+  private readonly chains: ChainRuntime[] = [];
+  private lock: HomeLock | undefined;
+  private etcd: EtcdClients | undefined;
+  private hsm: Hsm | undefined;
+  private pin = '';
+  private leadership: Leadership | undefined;
+  private store: EtcdSignStateStore | undefined;
+  private view: ClusterView | undefined;
+  private forwardServer: ForwardServer | undefined;
+  private forwardClient: ForwardClient | undefined;
+  private audit: AuditLog | undefined;
+  private admin: NodeAdmin | undefined;
+  /** true only while leading with reloaded guards and an open signing session */
+  private serving = false;
+  private leaderChanges = 0;
+  private lastLeaderId: string | undefined;
+  /** serialises role transitions */
+  private transitions: Promise<void> = Promise.resolve();
+  private stopping: Promise<boolean> | undefined;
+
+  private constructor(
+    private readonly config: Config,
+    opts: ClusterNodeOptions,
+  ) {
+    if (config.cluster === undefined) throw new Error('ClusterNode needs a [cluster] section');
+    this.cluster = config.cluster;
+    this.log = opts.logger;
+    this.health = new HsmHealth(() => this.metrics.hsmError());
+    this.decisions = new DecisionSink(this.metrics, this.log);
+  }
+
+  /** Builds and starts a cluster node; on failure releases what it acquired and throws. */
+  static async start(config: Config, opts: ClusterNodeOptions): Promise<ClusterNode> {
+    const node = new ClusterNode(config, opts);
+    try {
+      await node.build();
+    } catch (err) {
+      await node.stop();
+      throw err;
+    }
+    return node;
+  }
+
+  /** The admin API's base URL. */
+  get adminUrl(): string {
+    if (!this.admin) throw new Error('the admin API is not running');
+    return this.admin.url;
+  }
+
+  /** The forwarding server's bound address. */
+  get forwardAddress(): string {
+    if (!this.forwardServer) throw new Error('forwarding is not running');
+    return this.forwardServer.address;
+  }
+
+  status(): NodeStatus {
+    const l = this.leadership;
+    const leader = l?.leader;
+    const view = this.view;
+    const members = view?.members ?? [];
+    return {
+      node_id: this.config.node.id,
+      mode: 'cluster',
+      role: l?.role ?? 'follower',
+      leader_id: leader?.nodeId ?? null,
+      term: Number(l?.term ?? (leader !== undefined ? (view?.leaderRevision ?? 0) : 0)),
+      uptime_s: Math.floor((Date.now() - this.startedAt) / 1000),
+      hsm: hsmStatus(this.config, this.health, this.hsm),
+      cluster: {
+        etcd_endpoints: this.cluster.etcd_endpoints,
+        members: members.map((m) => ({
+          node_id: m.nodeId,
+          forward_addr: m.advertise,
+          leader: m.nodeId === leader?.nodeId,
+        })),
+        etcd_healthy: view?.etcdHealthy ?? false,
+        leader_changes: this.leaderChanges,
+      },
+      chains: this.chains.map((c) =>
+        chainStatus(c.config, this.replicatedHrs(c), c.validators, this.decisions.lastSignedAt(c.config.id)),
+      ),
+    };
+  }
+
+  readiness(): Readiness {
+    const leading = this.leadership?.role === 'leader';
+    const checks: Record<string, boolean | string> = {
+      running: this.stopping === undefined ? true : 'shutting down',
+      etcd_healthy: this.view?.etcdHealthy ?? false,
+      hsm_reachable: this.health.reachable ? true : (this.health.lastError ?? false),
+      ...(leading
+        ? { serving: this.serving ? true : 'leader not ready yet' }
+        : { leader_known: this.leadership?.leader !== undefined ? true : 'no leader' }),
+    };
+    return { ready: Object.values(checks).every((v) => v === true), checks };
+  }
+
+  async transferLeadership(to?: string): Promise<TransferResult> {
+    const l = this.leadership;
+    if (l === undefined || l.role !== 'leader') {
+      return {
+        transferred: false,
+        message: `this node is not the leader (the leader is ${l?.leader?.nodeId ?? 'unknown'})`,
+      };
+    }
+    const me = this.config.node.id;
+    if (to === me) return { transferred: false, message: `${me} already leads` };
+    if (to !== undefined && !(this.view?.members ?? []).some((m) => m.nodeId === to)) {
+      return { transferred: false, message: `no member ${JSON.stringify(to)} is registered` };
+    }
+    // Stop serving before the hand-over transaction: nothing new reaches the guards meanwhile.
+    const token = l.token;
+    const wasServing = this.serving;
+    this.serving = false;
+    await l.transferTo(to);
+    if (l.token !== undefined && l.token === token) {
+      // The hand-over transaction did not go through (etcd did not answer) and this node still
+      // holds the same term: serve again rather than sit as a leader that forwards nowhere.
+      this.serving = wasServing;
+      return { transferred: false, message: 'the hand-over did not reach etcd; this node still leads' };
+    }
+    const until = Date.now() + TRANSFER_WAIT_MS;
+    while (Date.now() < until) {
+      const now = l.leader?.nodeId;
+      if (now !== undefined && now !== me) return { transferred: true, message: `${now} leads now` };
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    return { transferred: true, message: 'leadership handed over; no new leader seen yet' };
+  }
+
+  /** True only while this node leads and is ready to sign (see LocalLeadership). */
+  servesLocally(): boolean {
+    return this.serving && this.leadership?.role === 'leader';
+  }
+
+  stop(): Promise<boolean> {
+    this.stopping ??= this.shutdown();
+    return this.stopping;
+  }
+
+  private async build(): Promise<void> {
+    const { config, cluster } = this;
+    const home = config.node.home;
+    await assertHomeInitialised(home);
+    this.lock = await acquireHomeLock(home);
+
+    const tls = await loadClusterTls(cluster);
+    const password =
+      cluster.etcd_password_file === undefined
+        ? undefined
+        : await readSecretFile(cluster.etcd_password_file, 'etcd password');
+    const secure = cluster.etcd_endpoints.some((e) => e.startsWith('https://'));
+    this.etcd = createEtcdClients({
+      endpoints: cluster.etcd_endpoints,
+      callTimeoutMs: cluster.etcd_call_timeout_ms,
+      ...(cluster.etcd_username === undefined ? {} : { username: cluster.etcd_username }),
+      ...(password === undefined ? {} : { password }),
+      ...(secure ? { tls: etcdTls(tls) } : {}),
+    });
+
+    const profile = await loadProfile(config.hsm.profile);
+    this.hsm = await openHsm({ module: config.hsm.module, tokenLabel: config.hsm.token_label, profile });
+    this.pin = await readPin(config.hsm.pin_file);
+    const signers = findChainSigners(this.hsm, config.chains);
+    // A wrong PIN must stop the node now, not when it first wins an election.
+    await openSigningSession(this.hsm, this.pin, config.hsm.pin_file);
+    await this.hsm.closeSigningSession();
+
+    const leadership = new Leadership({
+      client: this.etcd.client,
+      members: this.etcd.members,
+      prefix: cluster.etcd_prefix,
+      nodeId: config.node.id,
+      advertise: cluster.forward_advertise,
+      leaseTtlS: cluster.lease_ttl_s,
+      logger: this.log.child({ component: 'leadership' }),
+    });
+    this.leadership = leadership;
+    this.store = new EtcdSignStateStore({
+      client: this.etcd.client,
+      prefix: cluster.etcd_prefix,
+      leadership,
+    });
+    for (const [i, chain] of config.chains.entries()) {
+      const guard = new ChainGuard({
+        chainId: chain.id,
+        protocol: chain.protocol,
+        signer: this.health.observe(signers[i]!),
+        store: this.store,
+        ...(chain.max_height_jump === undefined ? {} : { maxHeightJump: chain.max_height_jump }),
+        onDecision: this.decisions.record,
+      });
+      this.chains.push({ config: chain, guard, validators: [] });
+    }
+
+    this.audit = await openAuditLog(config, this.log);
+    this.decisions.audit = this.audit;
+    const forwardLog = this.log.child({ component: 'forward' });
+    this.forwardServer = await ForwardServer.start({
+      listen: cluster.forward_listen,
+      tls,
+      handle: leaderForwardHandler(
+        new Map(this.chains.map((c) => [c.config.id, { protocol: c.config.protocol, guard: c.guard }])),
+        this,
+      ),
+      logger: forwardLog,
+    });
+    const forwardClient = new ForwardClient({ tls, logger: forwardLog });
+    this.forwardClient = forwardClient;
+    this.admin = await startNodeAdmin(config, this, this.metrics, this.log.child({ component: 'admin' }));
+
+    this.view = new ClusterView({
+      client: this.etcd.client,
+      prefix: cluster.etcd_prefix,
+      nodeId: config.node.id,
+      advertise: cluster.forward_advertise,
+      memberTtlS: Math.max(5, cluster.lease_ttl_s * 3),
+      pollMs: 1_000,
+      logger: this.log.child({ component: 'cluster-view' }),
+    });
+    await this.view.start();
+
+    leadership.on('leader', () => this.onLeader());
+    leadership.on('change', () => this.countLeaderChange());
+    leadership.on('follower', (leader: LeaderInfo | undefined) => this.onFollower(leader));
+    await leadership.start();
+    if (!this.view.etcdHealthy) {
+      // Not fatal (see start.ts): the node relays "try again" and campaigns once etcd answers.
+      this.log.warn(
+        { endpoints: cluster.etcd_endpoints },
+        'etcd does not answer: following and signing nothing until it does',
+      );
+    }
+
+    this.startDialers(await loadIdentity(home), forwardClient);
+    this.log.info(
+      {
+        nodeId: config.node.id,
+        mode: 'cluster',
+        role: leadership.role,
+        leader: leadership.leader?.nodeId ?? null,
+        admin: this.adminUrl,
+        forward: this.forwardServer.address,
+        chains: config.chains.map((c) => ({ chainId: c.id, validators: c.validators.map((v) => v.addr) })),
+      },
+      'ready',
+    );
+  }
+
+  private startDialers(identity: TransportIdentity, forwarder: ForwardClient): void {
+    for (const c of this.chains) {
+      const handler = new ClusterChainHandler({
+        chainId: c.config.id,
+        protocol: c.config.protocol,
+        guard: c.guard,
+        leadership: this,
+        forwarder,
+        onForward: (result) => this.metrics.forwarded(result),
+      });
+      c.validators.push(...createDialers(c.config, handler, identity, this.metrics, this.log));
+    }
+    for (const c of this.chains) for (const v of c.validators) v.dialer.start();
+  }
+
+  /** Won an election: reload every guard, open the signing session, then serve. */
+  private onLeader(): void {
+    const token = this.leadership?.token;
+    this.forwardClient?.setLeader(undefined);
+    this.enqueue(async () => {
+      const l = this.leadership;
+      // Lost again before this ran: the 'follower' transition queued after this one cleans up.
+      if (l === undefined || l.token !== token || this.stopping !== undefined) return;
+      try {
+        // The replicated state may be ahead of this node's cache (another leader signed since).
+        for (const c of this.chains) await c.guard.init();
+        await (this.hsm as Hsm).openSigningSession(this.pin);
+      } catch (err) {
+        this.log.error({ err }, 'cannot serve as leader; handing leadership over');
+        await (this.hsm as Hsm).closeSigningSession().catch(() => undefined);
+        await l.resign();
+        return;
+      }
+      if (l.token !== token) return;
+      this.serving = true;
+      this.metrics.setLeader(true);
+      this.log.info({ term: token?.createRevision }, 'leader: serving');
+    });
+  }
+
+  /** Counts a change of the known leader (to another node, or to none). */
+  private countLeaderChange(): void {
+    const now = this.leadership?.leader?.nodeId;
+    if (now === this.lastLeaderId) return;
+    this.lastLeaderId = now;
+    this.leaderChanges++;
+    this.metrics.leaderChanged();
+  }
+
+  /** Lost (or never had) leadership, or the leader changed: stop serving first, then relay. */
+  private onFollower(leader: LeaderInfo | undefined): void {
+    if (this.serving) this.metrics.setLeader(false);
+    this.serving = false;
+    this.enqueue(async () => {
+      // Closing waits for a signature in progress; nothing new can start (serving is false).
+      await (this.hsm as Hsm).closeSigningSession();
+      // The leader may have changed again meanwhile: follow the latest.
+      const now = this.leadership?.leader;
+      const target = this.leadership?.role === 'leader' ? undefined : now;
+      this.forwardClient?.setLeader(target);
+    });
+    // Point forwarding at the new leader at once too (no need to wait for the HSM).
+    if (leader !== undefined && leader.nodeId !== this.config.node.id) this.forwardClient?.setLeader(leader);
+  }
+
+  private enqueue(fn: () => Promise<void>): void {
+    this.transitions = this.transitions.then(fn).catch((err: unknown) => {
+      this.log.error({ err }, 'role transition failed');
+    });
+  }
+
+  /**
+   * The HRS /status reports for a chain: the replicated state every node watches, so that all
+   * nodes report the same; the leader's own guard when it is ahead (its watch event may lag).
+   */
+  private replicatedHrs(c: ChainRuntime): HRS | undefined {
+    let hrs: HRS | undefined = this.view?.replicated(c.config.id);
+    if (this.servesLocally()) {
+      const own = c.guard.lastState();
+      if (hrs === undefined || compareHRS(own, hrs) > 0) hrs = own;
+    }
+    return hrs;
+  }
+
+  private async shutdown(): Promise<boolean> {
+    const steps = new ShutdownSteps(this.log);
+    const step = steps.step.bind(steps);
+    const l = this.leadership;
+    // Hand over first: the others see the leader key deleted and one takes over at once, while
+    // this node's validator connections keep relaying to it until they are stopped below.
+    if (l?.role === 'leader') {
+      this.serving = false;
+      await step('handing leadership over', () => l.resign());
+    }
+    await step('stopping validator connections', () =>
+      Promise.all(this.chains.flatMap((c) => c.validators.map((v) => v.dialer.stop()))),
+    );
+    this.serving = false;
+    if (this.forwardServer)
+      await step('closing forwarding', () => (this.forwardServer as ForwardServer).close());
+    this.forwardClient?.close();
+    if (l) await step('leaving the election', () => l.stop({ revoke: true }));
+    await step('finishing role transitions', () => this.transitions);
+    if (this.view) await step('leaving the member registry', () => (this.view as ClusterView).stop());
+    if (this.hsm) {
+      const hsm = this.hsm;
+      await step('closing the HSM signing session', () => hsm.closeSigningSession());
+      await step('closing the HSM', () => hsm.close());
+    }
+    this.metrics.setLeader(false);
+    if (this.store)
+      await step('closing the sign-state store', () => (this.store as EtcdSignStateStore).close());
+    this.etcd?.close();
+    if (this.audit) await step('closing the audit log', () => (this.audit as AuditLog).close());
+    if (this.lock) await step('releasing the home lock', () => (this.lock as HomeLock).release());
+    const admin = this.admin;
+    if (admin) await step('closing the admin API', () => admin.server.close());
+    return steps.clean;
+  }
+}

@@ -1,0 +1,225 @@
+/**
+ * The parts every node runtime shares, single node and cluster alike: the audit log and the
+ * decision sink, the admin API (token, optional TLS), validator dialers with their metrics, the
+ * /status pieces built from them, and the step runner of a graceful shutdown.
+ */
+import { mkdir, readFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import type pino from 'pino';
+import { AuditLog } from '../../admin/audit.ts';
+import type { Metrics } from '../../admin/metrics.ts';
+import type { AdminRuntime } from '../../admin/runtime-view.ts';
+import { type AdminServer, startAdminServer } from '../../admin/server.ts';
+import type { ChainStatus, HsmStatus } from '../../admin/types.ts';
+import type { HRS } from '../../cometbft/types.ts';
+import { readSecretFile } from '../../config/secrets.ts';
+import type { ChainSection, Config } from '../../config/types.ts';
+import type { GuardDecision } from '../../guard/decision.ts';
+import type { Hsm } from '../../pkcs11/hsm.ts';
+import { ValidatorDialer } from '../../privval/dialer.ts';
+import type { RequestHandler } from '../../privval/handler.ts';
+import type { TransportIdentity } from '../../privval/identity.ts';
+import type { HsmHealth } from './hsm-health.ts';
+
+/** Where the audit log of a home lives. */
+export function auditLogPath(home: string): string {
+  return join(home, 'audit', 'audit.jsonl');
+}
+
+/** Opens the audit log of `config`'s home (creating its directory, mode 0700). */
+export async function openAuditLog(config: Config, log: pino.Logger): Promise<AuditLog> {
+  const path = auditLogPath(config.node.home);
+  await mkdir(dirname(path), { recursive: true, mode: 0o700 });
+  return await AuditLog.open({ path, nodeId: config.node.id, logger: log.child({ component: 'audit' }) });
+}
+
+const SIGNED_OUTCOMES = new Set<GuardDecision['outcome']>(['signed', 'resigned', 'timestamp_only']);
+
+/**
+ * Where every guard decision of a node goes: metrics, the audit log, the log (refusals and
+ * retries at warn, the rest at debug), and the per-chain time of the last signature for /status.
+ */
+export class DecisionSink {
+  readonly #lastSignedAt = new Map<string, Date>();
+  /** set once the audit log is open; decisions before that only reach metrics and the log */
+  audit: AuditLog | undefined;
+
+  constructor(
+    private readonly metrics: Metrics,
+    private readonly log: pino.Logger,
+  ) {}
+
+  /** When this node last returned a signature for `chainId`. */
+  lastSignedAt(chainId: string): Date | undefined {
+    return this.#lastSignedAt.get(chainId);
+  }
+
+  /** The `onDecision` callback of every ChainGuard of the node. */
+  readonly record = (d: GuardDecision): void => {
+    if (SIGNED_OUTCOMES.has(d.outcome)) this.#lastSignedAt.set(d.chainId, new Date());
+    this.metrics.observeDecision(d);
+    this.audit?.record(d);
+    if (d.outcome === 'refused' || d.outcome === 'retry') {
+      this.log.warn(decisionLogFields(d), `${d.kind} ${d.outcome}`);
+    } else {
+      this.log.debug(decisionLogFields(d), `${d.kind} ${d.outcome}`);
+    }
+  };
+}
+
+/** The fields of a decision worth a log line (bigint height as a string: JSON has no bigint). */
+function decisionLogFields(d: GuardDecision): Record<string, unknown> {
+  return {
+    chainId: d.chainId,
+    kind: d.kind,
+    outcome: d.outcome,
+    ...(d.height === undefined ? {} : { height: d.height.toString(), round: d.round, step: d.step }),
+    ...(d.reason === undefined ? {} : { reason: d.reason }),
+    latencyMs: Math.round(d.latencyMs * 1000) / 1000,
+  };
+}
+
+/** A running admin API and the base URL it answers on. */
+export interface NodeAdmin {
+  server: AdminServer;
+  /** `http://host:port` or `https://host:port` (the bound port when `listen` asked for 0) */
+  url: string;
+}
+
+/**
+ * Starts the admin API of `config` over `runtime`: bearer token from `admin.token_file`, TLS
+ * when `admin.tls_cert_file`/`tls_key_file` are set. A bind failure names `admin.listen`.
+ */
+export async function startNodeAdmin(
+  config: Config,
+  runtime: AdminRuntime,
+  metrics: Metrics,
+  log: pino.Logger,
+): Promise<NodeAdmin> {
+  const token =
+    config.admin.token_file === undefined
+      ? undefined
+      : await readSecretFile(config.admin.token_file, 'admin token');
+  const tls = await adminTls(config);
+  let server: AdminServer;
+  try {
+    server = await startAdminServer({
+      listen: config.admin.listen,
+      runtime,
+      metrics,
+      ...(token === undefined ? {} : { token }),
+      publicRoutes: config.admin.public_routes,
+      ...(tls === undefined ? {} : { tls }),
+      logger: log,
+    });
+  } catch (err) {
+    throw new Error(
+      `admin API cannot listen on admin.listen ${config.admin.listen}: ${(err as Error).message}`,
+    );
+  }
+  return { server, url: `${tls === undefined ? 'http' : 'https'}://${server.address}` };
+}
+
+/** The admin API's certificate and key when configured; the key is a secret file (mode 0600). */
+async function adminTls(config: Config): Promise<{ cert: Buffer; key: Buffer } | undefined> {
+  const { tls_cert_file: certFile, tls_key_file: keyFile } = config.admin;
+  if (certFile === undefined || keyFile === undefined) return undefined;
+  let cert: Buffer;
+  try {
+    cert = await readFile(certFile);
+  } catch (err) {
+    throw new Error(`admin.tls_cert_file ${certFile}: ${(err as Error).message}`);
+  }
+  return { cert, key: Buffer.from(await readSecretFile(keyFile, 'admin TLS key')) };
+}
+
+/** One validator endpoint of a chain and the dialer that serves it. */
+export interface ValidatorLink {
+  addr: string;
+  dialer: ValidatorDialer;
+}
+
+/**
+ * One (not yet started) dialer per `[[chain.validator]]` of `chain`, answering with `handler`,
+ * with its link state and reconnects reported to `metrics`.
+ */
+export function createDialers(
+  chain: ChainSection,
+  handler: RequestHandler,
+  identity: TransportIdentity,
+  metrics: Metrics,
+  log: pino.Logger,
+): ValidatorLink[] {
+  return chain.validators.map((v) => {
+    const dialer = new ValidatorDialer({
+      addr: v.addr,
+      version: chain.protocol,
+      identity,
+      handler,
+      logger: log.child({ chainId: chain.id }),
+    });
+    metrics.validatorLink(chain.id, v.addr, false);
+    dialer.on('connect', () => {
+      metrics.validatorLink(chain.id, v.addr, true);
+      if (dialer.status.connects > 1) metrics.validatorReconnect(chain.id, v.addr);
+    });
+    dialer.on('disconnect', () => metrics.validatorLink(chain.id, v.addr, false));
+    return { addr: v.addr, dialer };
+  });
+}
+
+/** The `chains[]` entry of /status for one chain at `hrs`. */
+export function chainStatus(
+  chain: ChainSection,
+  hrs: HRS | undefined,
+  validators: readonly ValidatorLink[],
+  lastSignedAt: Date | undefined,
+): ChainStatus {
+  return {
+    chain_id: chain.id,
+    key_type: chain.key_type,
+    protocol: chain.protocol,
+    height: Number(hrs?.height ?? 0n),
+    round: hrs?.round ?? 0,
+    step: hrs?.step ?? 0,
+    last_signed_at: lastSignedAt?.toISOString() ?? null,
+    validators: validators.map(({ addr, dialer }) => {
+      const st = dialer.status;
+      return {
+        addr,
+        connected: st.connected,
+        ...(st.remoteNodeId === undefined ? {} : { remote_node_id: st.remoteNodeId }),
+        connects: st.connects,
+      };
+    }),
+  };
+}
+
+/** The `hsm` block of /status. */
+export function hsmStatus(config: Config, health: HsmHealth, hsm: Hsm | undefined): HsmStatus {
+  return {
+    token_label: config.hsm.token_label,
+    reachable: health.reachable,
+    signing_session: hsm?.signingSessionOpen ?? false,
+    ...(health.lastError === undefined ? {} : { last_error: health.lastError }),
+  };
+}
+
+/**
+ * Runs the steps of a graceful shutdown: a failed step is logged and the next ones still run.
+ * `clean` stays true only while every step succeeded.
+ */
+export class ShutdownSteps {
+  clean = true;
+
+  constructor(private readonly log: pino.Logger) {}
+
+  async step(what: string, fn: () => Promise<unknown>): Promise<void> {
+    try {
+      await fn();
+    } catch (err) {
+      this.clean = false;
+      this.log.error({ err }, `shutdown: ${what} failed`);
+    }
+  }
+}
