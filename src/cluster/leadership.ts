@@ -1,6 +1,14 @@
 import { EventEmitter } from 'node:events';
+import { performance } from 'node:perf_hooks';
 import type { Etcd3, IKeyValue, IRangeResponse, Watcher } from 'etcd3';
-import { etcdKeys, type FencingToken, fencingCompares, type LeadershipFence } from '../store/etcd.ts';
+import {
+  type EtcdCallObserver,
+  etcdKeys,
+  type FencingToken,
+  fencingCompares,
+  type LeadershipFence,
+  observeEtcdCall,
+} from '../store/etcd.ts';
 
 /** Who leads, as written in the leader key. `advertise` is where followers forward to. */
 export interface LeaderInfo {
@@ -33,6 +41,11 @@ export interface LeadershipOptions {
   /** how long non-preferred nodes wait after a transfer before campaigning anyway; default 300 ms */
   preferDelayMs?: number;
   logger?: LeadershipLogger;
+  /**
+   * told about every etcd call (ops `campaign`, `handover`, `lease_grant`, `lease_revoke`, and
+   * `lease_keepalive` once per member and tick), e.g. for metrics
+   */
+  observer?: EtcdCallObserver;
 }
 
 const silent: LeadershipLogger = { info() {}, warn() {} };
@@ -83,6 +96,7 @@ export class Leadership extends EventEmitter implements LeadershipFence {
   readonly #keepaliveTimeoutMs: number;
   readonly #preferDelayMs: number;
   readonly #log: LeadershipLogger;
+  readonly #observer: EtcdCallObserver | undefined;
 
   #running = false;
   #leaseId: string | undefined;
@@ -97,6 +111,11 @@ export class Leadership extends EventEmitter implements LeadershipFence {
   #campaignTimer: NodeJS.Timeout | undefined;
   #deferredCampaign: NodeJS.Timeout | undefined;
   #pollQueued = false;
+  /**
+   * whether the last queued step failed: a failing step is logged when it starts failing and
+   * when steps succeed again, not on every tick (etcd down would otherwise log 4 lines a second)
+   */
+  #stepsFailing = false;
   /** serializes campaigns, hand-overs and role changes */
   #queue: Promise<void> = Promise.resolve();
 
@@ -117,6 +136,7 @@ export class Leadership extends EventEmitter implements LeadershipFence {
     this.#keepaliveTimeoutMs = opts.keepaliveTimeoutMs ?? Math.min(300, this.#ttlMs / 4);
     this.#preferDelayMs = opts.preferDelayMs ?? 300;
     this.#log = opts.logger ?? silent;
+    this.#observer = opts.observer;
   }
 
   get role(): Role {
@@ -214,9 +234,21 @@ export class Leadership extends EventEmitter implements LeadershipFence {
   }
 
   #enqueue(fn: () => Promise<void>): Promise<void> {
-    const run = this.#queue.then(fn).catch((err: unknown) => {
-      this.#log.warn({ err }, 'leadership step failed; retrying on the next tick');
-    });
+    const run = this.#queue.then(fn).then(
+      () => {
+        if (!this.#stepsFailing) return;
+        this.#stepsFailing = false;
+        this.#log.info({}, 'leadership steps succeed again');
+      },
+      (err: unknown) => {
+        if (this.#stepsFailing) return;
+        this.#stepsFailing = true;
+        this.#log.warn(
+          { err },
+          'leadership step failed; retrying on the next tick (logged once until it recovers)',
+        );
+      },
+    );
     this.#queue = run;
     return run;
   }
@@ -252,27 +284,32 @@ export class Leadership extends EventEmitter implements LeadershipFence {
     if (this.#leaseId === undefined) await this.#grant();
     const leaseId = this.#leaseId;
     if (leaseId === undefined) return;
-    const res = await this.#client.kv.txn({
-      compare: [
-        { key: this.#leaderKey, target: 'Create', result: 'Equal', create_revision: 0 },
-        // a pending hand-over hint makes this attempt fail, so we can decide whether to defer
-        ...(ignoreHint
-          ? []
-          : [
-              {
-                key: this.#preferredKey,
-                target: 'Create' as const,
-                result: 'Equal' as const,
-                create_revision: 0,
-              },
-            ]),
-      ],
-      success: [
-        { request_put: { key: this.#leaderKey, value: Buffer.from(this.#value), lease: leaseId } },
-        { request_delete_range: { key: this.#preferredKey } },
-      ],
-      failure: [{ request_range: { key: this.#leaderKey } }, { request_range: { key: this.#preferredKey } }],
-    });
+    const res = await this.#call('campaign', () =>
+      this.#client.kv.txn({
+        compare: [
+          { key: this.#leaderKey, target: 'Create', result: 'Equal', create_revision: 0 },
+          // a pending hand-over hint makes this attempt fail, so we can decide whether to defer
+          ...(ignoreHint
+            ? []
+            : [
+                {
+                  key: this.#preferredKey,
+                  target: 'Create' as const,
+                  result: 'Equal' as const,
+                  create_revision: 0,
+                },
+              ]),
+        ],
+        success: [
+          { request_put: { key: this.#leaderKey, value: Buffer.from(this.#value), lease: leaseId } },
+          { request_delete_range: { key: this.#preferredKey } },
+        ],
+        failure: [
+          { request_range: { key: this.#leaderKey } },
+          { request_range: { key: this.#preferredKey } },
+        ],
+      }),
+    );
     // The lease may have been lost or replaced while the call was in flight.
     if (!this.#running || this.#leaseId !== leaseId || this.#token !== undefined) return;
     if (res.succeeded) {
@@ -357,27 +394,31 @@ export class Leadership extends EventEmitter implements LeadershipFence {
     if (!this.#running || token === undefined) return;
     const hint: PreferredHint = to === undefined ? { from: this.#nodeId } : { from: this.#nodeId, to };
     // The hint is bound to our lease: if we stop (revoke), it goes too. The winner deletes it.
-    const res = await this.#client.kv.txn({
-      compare: fencingCompares(this.#leaderKey, token),
-      success: [
-        {
-          request_put: {
-            key: this.#preferredKey,
-            value: Buffer.from(JSON.stringify(hint)),
-            lease: token.leaseId,
+    const res = await this.#call('handover', () =>
+      this.#client.kv.txn({
+        compare: fencingCompares(this.#leaderKey, token),
+        success: [
+          {
+            request_put: {
+              key: this.#preferredKey,
+              value: Buffer.from(JSON.stringify(hint)),
+              lease: token.leaseId,
+            },
           },
-        },
-        { request_delete_range: { key: this.#leaderKey } },
-      ],
-      failure: [],
-    });
+          { request_delete_range: { key: this.#leaderKey } },
+        ],
+        failure: [],
+      }),
+    );
     if (res.succeeded) this.#log.info({ to: to ?? null }, 'handed leadership over');
     else this.#log.warn({}, 'hand-over found the leadership already lost');
     this.#setFollower(undefined);
   }
 
   async #grant(): Promise<void> {
-    const res = await this.#client.leaseClient.leaseGrant({ TTL: this.#ttlS });
+    const res = await this.#call('lease_grant', () =>
+      this.#client.leaseClient.leaseGrant({ TTL: this.#ttlS }),
+    );
     if (Number(res.TTL) > this.#ttlS) {
       this.#log.warn(
         { asked: this.#ttlS, granted: Number(res.TTL) },
@@ -390,7 +431,7 @@ export class Leadership extends EventEmitter implements LeadershipFence {
 
   async #revoke(leaseId: string): Promise<void> {
     try {
-      await this.#client.leaseClient.leaseRevoke({ ID: leaseId });
+      await this.#call('lease_revoke', () => this.#client.leaseClient.leaseRevoke({ ID: leaseId }));
     } catch (err) {
       this.#log.warn({ err }, 'lease revoke failed; it will expire after its TTL');
     }
@@ -421,8 +462,21 @@ export class Leadership extends EventEmitter implements LeadershipFence {
     });
   }
 
-  /** One keepalive on one member's own stream, bounded by its deadline. */
+  /** Reports `call` to the observer (see LeadershipOptions.observer). */
+  #call<T>(op: string, call: () => Promise<T>): Promise<T> {
+    return observeEtcdCall(this.#observer, op, call);
+  }
+
+  /** One keepalive on one member's own stream, reported to the observer ("not found" is an answer). */
   async #keepaliveOnce(member: Etcd3, leaseId: string): Promise<'ok' | 'not-found' | 'failed'> {
+    const started = performance.now();
+    const answer = await this.#keepaliveCall(member, leaseId);
+    this.#observer?.('lease_keepalive', performance.now() - started, answer !== 'failed');
+    return answer;
+  }
+
+  /** One keepalive on one member's own stream, bounded by its deadline. */
+  async #keepaliveCall(member: Etcd3, leaseId: string): Promise<'ok' | 'not-found' | 'failed'> {
     const deadline = Date.now() + this.#keepaliveTimeoutMs;
     try {
       const stream = await member.leaseClient.leaseKeepAlive({ deadline });

@@ -297,7 +297,18 @@ function readCluster(root: Section): ClusterSection | undefined {
   ]);
   const endpoints = s.stringArray('etcd_endpoints', undefined, checkEtcdEndpoint);
   if (endpoints.length === 0) s.fail('etcd_endpoints', 'at least one endpoint is required');
-  bothOrNeither(s, 'tls_cert_file', 'tls_key_file');
+  // Followers forward to the leader over mutual TLS, always: without these files `start` could
+  // not run, so the config is refused here, where the key path can be named.
+  for (const key of ['tls_ca_file', 'tls_cert_file', 'tls_key_file']) {
+    if (!s.has(key)) {
+      s.fail(
+        key,
+        'required: nodes forward requests to the leader over mutual TLS with tls_ca_file, ' +
+          'tls_cert_file and tls_key_file, which also secure https:// etcd endpoints ' +
+          '(make them with deploy/tls/make-certs.sh)',
+      );
+    }
+  }
   bothOrNeither(s, 'etcd_username', 'etcd_password_file');
   const advertise = s.hostPort('forward_advertise', { listen: false });
   if (/^(0\.0\.0\.0|\[::\]):/.test(advertise)) {
@@ -317,9 +328,9 @@ function readCluster(root: Section): ClusterSection | undefined {
     etcd_password_file: s.optionalFilePath('etcd_password_file'),
     forward_listen: s.hostPort('forward_listen', { listen: true }),
     forward_advertise: advertise,
-    tls_ca_file: s.optionalFilePath('tls_ca_file'),
-    tls_cert_file: s.optionalFilePath('tls_cert_file'),
-    tls_key_file: s.optionalFilePath('tls_key_file'),
+    tls_ca_file: s.filePath('tls_ca_file'),
+    tls_cert_file: s.filePath('tls_cert_file'),
+    tls_key_file: s.filePath('tls_key_file'),
   });
 }
 

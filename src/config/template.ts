@@ -82,7 +82,7 @@ listen = ${str(d.adminListen)}
 # etcd_password_file = "/etc/cometkms/etcd.password"
 # forward_listen = "0.0.0.0:26790"
 # forward_advertise = "10.0.0.1:26790"
-# Used for etcd and for forwarding between nodes (mutual TLS).
+# Required: used for forwarding between nodes (mutual TLS) and for https:// etcd endpoints.
 # tls_ca_file = "/etc/cometkms/tls/ca.pem"
 # tls_cert_file = "/etc/cometkms/tls/node.pem"
 # tls_key_file = "/etc/cometkms/tls/node-key.pem"

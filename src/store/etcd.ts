@@ -1,3 +1,4 @@
+import { performance } from 'node:perf_hooks';
 import type { Etcd3, ICompare, IKeyValue, IRangeResponse, ITxnResponse } from 'etcd3';
 import type { HRS } from '../cometbft/types.ts';
 import { initialSignState, type ReserveResult, type SignState, type SignStateStore } from './types.ts';
@@ -109,6 +110,82 @@ export function decodeSignState(raw: Buffer, where: string): SignState {
   };
 }
 
+/**
+ * Told about every etcd call a component makes, for metrics: the operation, how long it took
+ * and whether it answered (a compare that failed is an answer; a timeout or error is not).
+ */
+export type EtcdCallObserver = (op: string, ms: number, ok: boolean) => void;
+
+/** Runs `call`, reporting its duration and outcome to `observer` (if any); returns its result. */
+export async function observeEtcdCall<T>(
+  observer: EtcdCallObserver | undefined,
+  op: string,
+  call: () => Promise<T>,
+): Promise<T> {
+  if (observer === undefined) return await call();
+  const started = performance.now();
+  try {
+    const result = await call();
+    observer(op, performance.now() - started, true);
+    return result;
+  } catch (err) {
+    observer(op, performance.now() - started, false);
+    throw err;
+  }
+}
+
+/** The state key of a chain as read by an operator command: its raw value and mod revision. */
+export interface EtcdStateRecord {
+  /** the key, for messages */
+  key: string;
+  value: Buffer;
+  /** int64 as a string (see FencingToken) */
+  modRevision: string;
+}
+
+/** Linearizable read of the state key of `chainId`; undefined when it does not exist (yet). */
+export async function readEtcdStateRecord(
+  client: Etcd3,
+  prefix: string,
+  chainId: string,
+): Promise<EtcdStateRecord | undefined> {
+  const key = etcdKeys.state(prefix, chainId);
+  const res = await client.kv.range({ key });
+  const kv = res.kvs[0];
+  if (kv === undefined) return undefined;
+  return { key: key.toString(), value: kv.value, modRevision: kv.mod_revision };
+}
+
+/**
+ * Writes `next` to the state key of `chainId` in ONE compare-and-swap transaction: only if the
+ * key still has `expected`'s mod revision, or, with `expected` undefined, does not exist yet.
+ * Returns false (and writes nothing) if anything wrote the key since it was read.
+ *
+ * This is how an operator seeds the state (`cometkms state import`), with nodes running or not.
+ * It needs no leadership: a leader's next fenced reservation compares the state key's mod
+ * revision it last saw, so it fails, re-reads, and continues from the written state (refusing
+ * anything below it). Whether `next` may replace the state read is the caller's decision.
+ */
+export async function swapEtcdSignState(
+  client: Etcd3,
+  prefix: string,
+  chainId: string,
+  expected: EtcdStateRecord | undefined,
+  next: SignState,
+): Promise<boolean> {
+  const key = etcdKeys.state(prefix, chainId);
+  const compare: ICompare =
+    expected === undefined
+      ? { key, target: 'Create', result: 'Equal', create_revision: 0 }
+      : { key, target: 'Mod', result: 'Equal', mod_revision: expected.modRevision };
+  const res = await client.kv.txn({
+    compare: [compare],
+    success: [{ request_put: { key, value: encodeSignState(next) } }],
+    failure: [],
+  });
+  return res.succeeded;
+}
+
 /** -1, 0, 1 as a is below, equal to, above b. */
 export function compareHRS(a: HRS, b: HRS): number {
   if (a.height !== b.height) return a.height < b.height ? -1 : 1;
@@ -147,6 +224,8 @@ export interface EtcdSignStateStoreOptions {
   /** key prefix, e.g. "cometkms/" */
   prefix: string;
   leadership: LeadershipFence;
+  /** told about every etcd call (ops `state_read` and `reserve`), e.g. for metrics */
+  observer?: EtcdCallObserver;
 }
 
 /**
@@ -166,6 +245,7 @@ export class EtcdSignStateStore implements SignStateStore {
   readonly #client: Etcd3;
   readonly #prefix: string;
   readonly #leadership: LeadershipFence;
+  readonly #observer: EtcdCallObserver | undefined;
   readonly #cache = new Map<string, Cached>();
   /** the highest HRS seen per chain; never decreases */
   readonly #highest = new Map<string, HRS>();
@@ -174,6 +254,7 @@ export class EtcdSignStateStore implements SignStateStore {
     this.#client = opts.client;
     this.#prefix = opts.prefix;
     this.#leadership = opts.leadership;
+    this.#observer = opts.observer;
   }
 
   async load(chainId: string): Promise<SignState> {
@@ -235,14 +316,16 @@ export class EtcdSignStateStore implements SignStateStore {
   async #fencedPut(chainId: string, token: FencingToken, modRevision: string, next: SignState) {
     const leaderKey = etcdKeys.leader(this.#prefix);
     const stateKey = etcdKeys.state(this.#prefix, chainId);
-    const res: ITxnResponse = await this.#client.kv.txn({
-      compare: [
-        ...fencingCompares(leaderKey, token),
-        { key: stateKey, target: 'Mod', result: 'Equal', mod_revision: modRevision },
-      ],
-      success: [{ request_put: { key: stateKey, value: encodeSignState(next) } }],
-      failure: [{ request_range: { key: leaderKey } }, { request_range: { key: stateKey } }],
-    });
+    const res: ITxnResponse = await observeEtcdCall(this.#observer, 'reserve', () =>
+      this.#client.kv.txn({
+        compare: [
+          ...fencingCompares(leaderKey, token),
+          { key: stateKey, target: 'Mod', result: 'Equal', mod_revision: modRevision },
+        ],
+        success: [{ request_put: { key: stateKey, value: encodeSignState(next) } }],
+        failure: [{ request_range: { key: leaderKey } }, { request_range: { key: stateKey } }],
+      }),
+    );
     if (res.succeeded) {
       // the put happened at the transaction's revision
       this.#remember(chainId, { state: copyState(next), modRevision: res.header.revision });
@@ -271,11 +354,13 @@ export class EtcdSignStateStore implements SignStateStore {
     const key = etcdKeys.state(this.#prefix, chainId);
     // Compares on a missing key always fail, so the key must exist before the first reservation.
     // Creating it is guarded by "does not exist yet", so it can never overwrite a state.
-    const res = await this.#client.kv.txn({
-      compare: [{ key, target: 'Create', result: 'Equal', create_revision: 0 }],
-      success: [{ request_put: { key, value: encodeSignState(initialSignState()) } }],
-      failure: [{ request_range: { key } }],
-    });
+    const res = await observeEtcdCall(this.#observer, 'state_read', () =>
+      this.#client.kv.txn({
+        compare: [{ key, target: 'Create', result: 'Equal', create_revision: 0 }],
+        success: [{ request_put: { key, value: encodeSignState(initialSignState()) } }],
+        failure: [{ request_range: { key } }],
+      }),
+    );
     if (res.succeeded) {
       const initial = { state: initialSignState(), modRevision: res.header.revision };
       this.#checkForward(chainId, initial.state);

@@ -24,12 +24,12 @@ import type { AdminRuntime, Readiness, TransferResult } from '../../admin/runtim
 import type { NodeStatus } from '../../admin/types.ts';
 import { ClusterChainHandler, leaderForwardHandler } from '../../cluster/cluster-handler.ts';
 import { createEtcdClients, type EtcdClients } from '../../cluster/etcd-client.ts';
+import { clusterEtcdOptions } from '../../cluster/etcd-config.ts';
 import { ForwardClient, ForwardServer } from '../../cluster/forward.ts';
 import { type LeaderInfo, Leadership } from '../../cluster/leadership.ts';
-import { etcdTls, loadClusterTls } from '../../cluster/tls.ts';
+import { loadClusterTls } from '../../cluster/tls.ts';
 import type { HRS } from '../../cometbft/types.ts';
 import { assertHomeInitialised } from '../../config/home.ts';
-import { readSecretFile } from '../../config/secrets.ts';
 import type { ChainSection, ClusterSection, Config } from '../../config/types.ts';
 import { ChainGuard } from '../../guard/chain-guard.ts';
 import { type Hsm, openHsm } from '../../pkcs11/hsm.ts';
@@ -65,6 +65,13 @@ interface ChainRuntime {
   validators: ValidatorLink[];
 }
 
+/**
+ * How long a shutdown step that only talks to etcd may take. A healthy etcd answers in
+ * milliseconds; an unreachable or frozen one must not hold SIGTERM (what those steps remove is
+ * lease-bound and expires by itself).
+ */
+const SHUTDOWN_ETCD_DEADLINE_MS = 1_000;
+
 /** How long a transfer waits to see the new leader before it reports back. */
 const TRANSFER_WAIT_MS = 3_000;
 
@@ -92,6 +99,9 @@ export class ClusterNode implements AdminRuntime {
   private serving = false;
   private leaderChanges = 0;
   private lastLeaderId: string | undefined;
+  /** reports every etcd call of the store and the leadership to /metrics */
+  private readonly observeEtcd = (op: string, ms: number, ok: boolean): void =>
+    this.metrics.etcdCall(op, ms, ok);
   /** serialises role transitions */
   private transitions: Promise<void> = Promise.resolve();
   private stopping: Promise<boolean> | undefined;
@@ -223,18 +233,7 @@ export class ClusterNode implements AdminRuntime {
     this.lock = await acquireHomeLock(home);
 
     const tls = await loadClusterTls(cluster);
-    const password =
-      cluster.etcd_password_file === undefined
-        ? undefined
-        : await readSecretFile(cluster.etcd_password_file, 'etcd password');
-    const secure = cluster.etcd_endpoints.some((e) => e.startsWith('https://'));
-    this.etcd = createEtcdClients({
-      endpoints: cluster.etcd_endpoints,
-      callTimeoutMs: cluster.etcd_call_timeout_ms,
-      ...(cluster.etcd_username === undefined ? {} : { username: cluster.etcd_username }),
-      ...(password === undefined ? {} : { password }),
-      ...(secure ? { tls: etcdTls(tls) } : {}),
-    });
+    this.etcd = createEtcdClients(await clusterEtcdOptions(cluster, tls));
 
     const profile = await loadProfile(config.hsm.profile);
     this.hsm = await openHsm({ module: config.hsm.module, tokenLabel: config.hsm.token_label, profile });
@@ -252,12 +251,14 @@ export class ClusterNode implements AdminRuntime {
       advertise: cluster.forward_advertise,
       leaseTtlS: cluster.lease_ttl_s,
       logger: this.log.child({ component: 'leadership' }),
+      observer: this.observeEtcd,
     });
     this.leadership = leadership;
     this.store = new EtcdSignStateStore({
       client: this.etcd.client,
       prefix: cluster.etcd_prefix,
       leadership,
+      observer: this.observeEtcd,
     });
     for (const [i, chain] of config.chains.entries()) {
       const guard = new ChainGuard({
@@ -350,7 +351,11 @@ export class ClusterNode implements AdminRuntime {
       if (l === undefined || l.token !== token || this.stopping !== undefined) return;
       try {
         // The replicated state may be ahead of this node's cache (another leader signed since).
-        for (const c of this.chains) await c.guard.init();
+        for (const c of this.chains) {
+          // each reload is an etcd read: stop at once when the term ends or the node stops
+          if (l.token !== token || this.stopping !== undefined) return;
+          await c.guard.init();
+        }
         await (this.hsm as Hsm).openSigningSession(this.pin);
       } catch (err) {
         this.log.error({ err }, 'cannot serve as leader; handing leadership over');
@@ -417,7 +422,7 @@ export class ClusterNode implements AdminRuntime {
     // this node's validator connections keep relaying to it until they are stopped below.
     if (l?.role === 'leader') {
       this.serving = false;
-      await step('handing leadership over', () => l.resign());
+      await steps.bounded('handing leadership over', SHUTDOWN_ETCD_DEADLINE_MS, () => l.resign());
     }
     await step('stopping validator connections', () =>
       Promise.all(this.chains.flatMap((c) => c.validators.map((v) => v.dialer.stop()))),
@@ -426,9 +431,13 @@ export class ClusterNode implements AdminRuntime {
     if (this.forwardServer)
       await step('closing forwarding', () => (this.forwardServer as ForwardServer).close());
     this.forwardClient?.close();
-    if (l) await step('leaving the election', () => l.stop({ revoke: true }));
+    if (l) {
+      await steps.bounded('leaving the election', SHUTDOWN_ETCD_DEADLINE_MS, () => l.stop({ revoke: true }));
+    }
     await step('finishing role transitions', () => this.transitions);
-    if (this.view) await step('leaving the member registry', () => (this.view as ClusterView).stop());
+    const view = this.view;
+    if (view)
+      await steps.bounded('leaving the member registry', SHUTDOWN_ETCD_DEADLINE_MS, () => view.stop());
     if (this.hsm) {
       const hsm = this.hsm;
       await step('closing the HSM signing session', () => hsm.closeSigningSession());

@@ -4,6 +4,10 @@
  * drops out after the TTL), the leader key, whether etcd answers, and the replicated sign state
  * of every chain (watched, so that followers report the HRS the leader reserved within
  * milliseconds; a periodic full read covers a stalled watch).
+ *
+ * While etcd is down nothing here floods the log: registration is retried with a bounded
+ * back-off (100 ms doubling to 1 s) and logged only when it starts failing and when it recovers;
+ * a failed full read only clears `etcdHealthy`.
  */
 import type { Etcd3, IKeyValue, Lease, Watcher } from 'etcd3';
 import type pino from 'pino';
@@ -16,6 +20,10 @@ export interface MemberInfo {
   advertise: string;
 }
 
+/** First and largest delay between registration attempts. */
+const REGISTER_RETRY_MIN_MS = 100;
+const REGISTER_RETRY_MAX_MS = 1_000;
+
 /** Options of {@link ClusterView}. */
 export interface ClusterViewOptions {
   client: Etcd3;
@@ -27,6 +35,11 @@ export interface ClusterViewOptions {
   /** period of the full read (members, leader, states, health) */
   pollMs: number;
   logger: pino.Logger;
+}
+
+/** A registration that succeeded; `lost` resolves when its lease is lost. */
+interface Registration {
+  lost: Promise<void>;
 }
 
 const membersPrefix = (prefix: string): string => `${prefix}members/`;
@@ -42,7 +55,12 @@ export class ClusterView {
   #lease: Lease | undefined;
   #watcher: Watcher | undefined;
   #timer: NodeJS.Timeout | undefined;
+  #polling = false;
   #stopped = false;
+  /** aborted by stop(): ends the registration loop's waits */
+  readonly #stop = new AbortController();
+  /** whether registration is failing (logged once on the way in, once on the way out) */
+  #registerFailing = false;
 
   constructor(opts: ClusterViewOptions) {
     this.#opts = opts;
@@ -51,7 +69,7 @@ export class ClusterView {
 
   /** Registers this node and reads everything once; a failure here is logged, not fatal. */
   async start(): Promise<void> {
-    await this.#register();
+    void this.#keepRegistered(await this.#register());
     await this.#poll();
     // etcd3 re-establishes a broken watch by itself; the periodic read covers the gap.
     this.#watcher = this.#opts.client
@@ -86,29 +104,84 @@ export class ClusterView {
   /** Removes this node's registry key and stops watching. */
   async stop(): Promise<void> {
     this.#stopped = true;
+    this.#stop.abort();
     clearInterval(this.#timer);
     await this.#watcher?.cancel().catch(() => undefined);
     await this.#lease?.revoke().catch(() => undefined);
   }
 
-  async #register(): Promise<void> {
-    if (this.#stopped) return;
+  /**
+   * Keeps this node registered: after the registration's lease is lost (or an attempt failed),
+   * tries again after a delay that starts at 100 ms and doubles up to 1 s while attempts fail.
+   * `registered` is the outcome of the first attempt.
+   */
+  async #keepRegistered(registered: Registration | undefined): Promise<void> {
+    let current = registered;
+    let delay = REGISTER_RETRY_MIN_MS;
+    while (!this.#stopped) {
+      if (current !== undefined) {
+        await this.#untilStopped(current.lost);
+        delay = REGISTER_RETRY_MIN_MS;
+      }
+      const wait = delay;
+      await this.#untilStopped(new Promise((resolve) => setTimeout(resolve, wait).unref()));
+      current = await this.#register();
+      if (current === undefined) delay = Math.min(delay * 2, REGISTER_RETRY_MAX_MS);
+    }
+  }
+
+  /** Resolves with `p`, or as soon as the view is stopped. */
+  async #untilStopped(p: Promise<void>): Promise<void> {
+    const signal = this.#stop.signal;
+    if (signal.aborted) return;
+    let onAbort = (): void => undefined;
+    const stopped = new Promise<void>((resolve) => {
+      onAbort = resolve;
+      signal.addEventListener('abort', onAbort, { once: true });
+    });
+    try {
+      await Promise.race([p, stopped]);
+    } finally {
+      signal.removeEventListener('abort', onAbort);
+    }
+  }
+
+  /**
+   * One registration attempt: a new lease (kept alive by etcd3) and this node's key on it.
+   * Resolves with the registration on success, undefined on failure.
+   */
+  async #register(): Promise<Registration | undefined> {
+    if (this.#stopped) return undefined;
     const lease = this.#opts.client.lease(this.#opts.memberTtlS);
     this.#lease = lease;
-    lease.on('lost', () => {
-      if (this.#stopped || this.#lease !== lease) return;
-      void this.#register();
-    });
+    const lost = new Promise<void>((resolve) => lease.once('lost', () => resolve()));
     try {
       await lease
         .put(`${membersPrefix(this.#opts.prefix)}${this.#opts.nodeId}`)
         .value(JSON.stringify({ nodeId: this.#opts.nodeId, advertise: this.#opts.advertise }));
     } catch (err) {
-      this.#opts.logger.warn({ err: (err as Error).message }, 'cluster view: member registration failed');
+      // Drop the failed lease (no keepalive loop of its own); the next attempt grants a new one.
+      lease.release();
+      if (!this.#registerFailing && !this.#stopped) {
+        this.#registerFailing = true;
+        this.#opts.logger.warn(
+          { err: (err as Error).message },
+          'cluster view: member registration failed; retrying (logged once until it succeeds)',
+        );
+      }
+      return undefined;
     }
+    if (this.#registerFailing) {
+      this.#registerFailing = false;
+      this.#opts.logger.info({}, 'cluster view: member registered again');
+    }
+    return { lost };
   }
 
   async #poll(): Promise<void> {
+    // One full read at a time: with a slow etcd, reads must not pile up behind each other.
+    if (this.#polling) return;
+    this.#polling = true;
     try {
       const all = await this.#opts.client.getAll().prefix(this.#opts.prefix).exec();
       const members: MemberInfo[] = [];
@@ -128,6 +201,8 @@ export class ClusterView {
       this.#healthy = true;
     } catch {
       this.#healthy = false;
+    } finally {
+      this.#polling = false;
     }
   }
 

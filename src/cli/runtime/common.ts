@@ -222,4 +222,33 @@ export class ShutdownSteps {
       this.log.error({ err }, `shutdown: ${what} failed`);
     }
   }
+
+  /**
+   * Like {@link step}, for a step whose only job is to tell etcd (hand-over, lease revoke,
+   * registry delete): gives up after `deadlineMs` so that an unreachable or frozen etcd cannot
+   * hold the shutdown. Giving up is logged but leaves `clean` true: whatever the step would
+   * have removed is bound to a lease and goes when the lease expires, and every signature is
+   * fenced, so nothing is unsafe about leaving it to etcd. The abandoned call runs on in the
+   * background until its own deadline or the client's close.
+   */
+  async bounded(what: string, deadlineMs: number, fn: () => Promise<unknown>): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    const expired = new Promise<'expired'>((resolve) => {
+      timer = setTimeout(() => resolve('expired'), deadlineMs);
+    });
+    const run = Promise.resolve().then(fn);
+    try {
+      if ((await Promise.race([run, expired])) === 'expired') {
+        // its late failure is of no interest any more (and must not go unhandled)
+        run.catch(() => undefined);
+        this.log.warn(
+          `shutdown: ${what}: etcd did not answer within ${deadlineMs} ms; going on (its leases expire by themselves)`,
+        );
+      }
+    } catch (err) {
+      this.log.warn({ err }, `shutdown: ${what} failed; going on (its leases expire by themselves)`);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
 }

@@ -11,6 +11,7 @@ import { type PrivvalMessage, SignedMsgType } from '../../../src/cometbft/types.
 import { ValidatorSimulator } from '../../../src/simulator/simulator.ts';
 import { decodeSignState, etcdKeys } from '../../../src/store/etcd.ts';
 import { type KmsCluster, startKmsCluster, waitFor } from '../../helpers/kms-cluster.ts';
+import { adminGet } from '../../helpers/kms-process.ts';
 
 const CHAIN = 'cluster-status-1';
 const PREFIX = '/cometkms/';
@@ -138,6 +139,20 @@ describe('cluster: /status matches reality after a failover', () => {
       assert.deepEqual([c.height, c.round, c.step], [10, 0, 3], `${node.id} reports the replicated HRS`);
       assert.equal(c.validators.length, 1);
       assert.equal(c.validators[0]!.addr, sim.address);
+    }
+    // Every etcd call of the leader's store and leadership is measured. It made every reservation
+    // of heights 6 to 10 (more than 10 calls if a compare failed and it retried).
+    const leader = cluster.nodes.find((n) => n.id === leaderId)!;
+    const metrics = String((await adminGet(leader.adminUrl!, '/metrics')).body);
+    const calls = (op: string): number => {
+      const m = new RegExp(`^cometkms_etcd_call_duration_seconds_count\\{op="${op}"\\} (\\d+)$`, 'm').exec(
+        metrics,
+      );
+      return Number(m?.[1] ?? 0);
+    };
+    assert.ok(calls('reserve') >= 10, `reserve calls: ${calls('reserve')}\n${metrics}`);
+    for (const op of ['state_read', 'campaign', 'lease_grant', 'lease_keepalive']) {
+      assert.ok(calls(op) >= 1, `no ${op} call in /metrics`);
     }
     // The simulator, like a CometBFT node, serves one signer at a time (the others wait in its
     // backlog, their handshake not done): exactly one node may report the validator connected.

@@ -7,7 +7,9 @@ import {
   etcdKeys,
   type FencingToken,
   NotLeaderError,
+  readEtcdStateRecord,
   StateRegressionError,
+  swapEtcdSignState,
 } from '../../../src/store/etcd.ts';
 import { initialSignState, type SignState } from '../../../src/store/types.ts';
 import {
@@ -190,4 +192,57 @@ test('an unreadable state in etcd is an error (never signed against)', async () 
     n!.store.reserve(CHAIN, initialSignState(), state(13n, 0, Step.Prevote, 'v')),
     /is invalid/,
   );
+});
+
+test('operator swap (state import): one compare-and-swap; the leader continues from it, never below', async () => {
+  const {
+    prefix,
+    nodes: [n],
+  } = await nodes(['kms-1']);
+  const client = n!.clients.client;
+  const observed: Array<[string, boolean]> = [];
+  const s = new EtcdSignStateStore({
+    client,
+    prefix,
+    leadership: n!.leadership,
+    observer: (op, ms, ok) => {
+      assert.ok(ms >= 0);
+      observed.push([op, ok]);
+    },
+  });
+  // Absent key: created only while it is still absent.
+  assert.equal(await readEtcdStateRecord(client, prefix, CHAIN), undefined);
+  const seeded = state(10n, 0, Step.Precommit, 'precommit-10');
+  assert.equal(await swapEtcdSignState(client, prefix, CHAIN, undefined, seeded), true);
+  assert.equal(await swapEtcdSignState(client, prefix, CHAIN, undefined, state(1n, 0, 1, 'x')), false);
+  const read = await readEtcdStateRecord(client, prefix, CHAIN);
+  assert.ok(read !== undefined);
+
+  // The leader signs on from the seed.
+  const loaded = await s.load(CHAIN);
+  assert.deepEqual(loaded, seeded);
+  const prevote11 = state(11n, 0, Step.Prevote, 'prevote-11');
+  assert.deepEqual(await s.reserve(CHAIN, loaded, prevote11), { ok: true });
+
+  // A swap against the revision read before that reservation fails and writes nothing.
+  assert.equal(await swapEtcdSignState(client, prefix, CHAIN, read, state(50n, 0, 1, 'x')), false);
+  // Against the current revision it goes through, with the leader running.
+  const imported = state(50n, 0, Step.Precommit, 'precommit-50');
+  const current = await readEtcdStateRecord(client, prefix, CHAIN);
+  assert.equal(await swapEtcdSignState(client, prefix, CHAIN, current, imported), true);
+  // The leader's next reservation (its cache still says 11/0/2) fails the mod-revision compare
+  // and reports the imported state, in the same round trip; above it, it reserves again.
+  const precommit11 = state(11n, 0, Step.Precommit, 'precommit-11');
+  assert.deepEqual(await s.reserve(CHAIN, prevote11, precommit11), { ok: false, current: imported });
+  const prevote51 = state(51n, 0, Step.Prevote, 'prevote-51');
+  assert.deepEqual(await s.reserve(CHAIN, imported, prevote51), { ok: true });
+  assert.equal(await stored(n!, prefix), encodeSignState(prevote51).toString());
+
+  // Every call was reported to the observer, as answered.
+  assert.deepEqual(observed, [
+    ['state_read', true],
+    ['reserve', true],
+    ['reserve', true],
+    ['reserve', true],
+  ]);
 });

@@ -17,6 +17,7 @@ import { ValidatorSimulator } from '../../../src/simulator/simulator.ts';
 import { chainFiles, FileSignStateStore } from '../../../src/store/file.ts';
 import type { SignState } from '../../../src/store/types.ts';
 import { makeTestCerts } from '../../helpers/certs.ts';
+import { startEtcdCluster } from '../../helpers/etcd-cluster.ts';
 import { generateKeys, type KmsChain, KmsHome, killAllKms } from '../../helpers/kms-process.ts';
 import { createSoftHsmToken, type SoftHsmToken } from '../../helpers/softhsm.ts';
 
@@ -212,14 +213,17 @@ describe('cometkms start: refusals', () => {
     }
   });
 
-  it('a [cluster] section without TLS files: says forwarding needs them', async () => {
+  it('a [cluster] section without TLS files: the config names the key, forwarding needs it', async () => {
     const h = await home({
       extraToml:
         '\n[cluster]\netcd_endpoints = ["http://127.0.0.1:2379"]\n' +
         'forward_listen = "127.0.0.1:0"\nforward_advertise = "127.0.0.1:26790"\n',
     });
     const stderr = await refused(h);
-    assert.match(stderr, /\[cluster\] needs tls_ca_file, tls_cert_file and tls_key_file/);
+    assert.match(
+      stderr,
+      /cluster\.tls_ca_file: required: nodes forward requests to the leader over mutual TLS/,
+    );
   });
 
   it('[cluster] with etcd unreachable: a follower that signs nothing and is not ready', async () => {
@@ -272,10 +276,55 @@ describe('cometkms start: refusals', () => {
       await sim.requestPubKey();
       const vote = sim.buildVote(SignedMsgType.Prevote, 1n, 0, sim.blockIdFor(1n, 0));
       assert.equal((await sim.requestVote(vote)).kind, 'empty');
+      // A flood can only be seen over time: let the retry loops run for a few seconds. Each
+      // failure is logged when it starts, not on every retry (it was ~40 lines a second).
+      await new Promise((r) => setTimeout(r, 3_000));
+      const count = (prefix: string) => p.logs().filter((r) => String(r['msg']).startsWith(prefix)).length;
+      assert.equal(count('cluster view: member registration failed'), 1);
+      assert.equal(count('leadership step failed'), 1);
       p.kill('SIGTERM');
       assert.deepEqual(await p.waitExit(15_000), { code: 0, signal: null }, p.stderr);
     } finally {
       await sim.close();
+      await certs.cleanup();
+    }
+  });
+
+  it('[cluster] whose etcd freezes while the node leads: SIGTERM still exits 0, cleanly', async () => {
+    const etcd = await startEtcdCluster({ members: 1, unsafeNoFsync: true });
+    const certs = await makeTestCerts('cometkms start-errors frozen', ['kms-f']);
+    try {
+      const f = certs.files('kms-f');
+      const str = JSON.stringify;
+      const h = await home({
+        nodeId: 'kms-f',
+        chains: [chain({ validators: [`unix://${join(dir, 'nobody-frozen.sock')}`] })],
+        extraToml:
+          `\n[cluster]\netcd_endpoints = ${str(etcd.endpoints)}\n` +
+          'forward_listen = "127.0.0.1:0"\nforward_advertise = "127.0.0.1:26790"\n' +
+          `tls_ca_file = ${str(f.caFile)}\ntls_cert_file = ${str(f.certFile)}\ntls_key_file = ${str(f.keyFile)}\n`,
+      });
+      const p = h.start();
+      await p.waitReady();
+      await p.waitForLog((r) => r['msg'] === 'leader: serving', 15_000);
+      // Frozen, not gone: connections stay open and calls hang until their deadlines, the case
+      // where waiting on etcd held a shutdown longest.
+      etcd.pause(0);
+      p.kill('SIGTERM');
+      assert.deepEqual(await p.waitExit(30_000), { code: 0, signal: null }, p.stderr);
+      const logs = p.logs();
+      assert.ok(
+        logs.some((r) => /^shutdown: .*: etcd did not answer within \d+ ms; going on/.test(String(r['msg']))),
+        'the etcd steps were abandoned at their deadline',
+      );
+      assert.ok(
+        !logs.some((r) => /^shutdown: .* failed$/.test(String(r['msg']))),
+        'every local step succeeded',
+      );
+      assert.equal(logs.find((r) => r['msg'] === 'stopped')?.['clean'], true);
+    } finally {
+      etcd.resume(0);
+      await etcd.stop();
       await certs.cleanup();
     }
   });

@@ -31,6 +31,9 @@ const CLUSTER = `
 etcd_endpoints = ["https://10.0.0.1:2379", "http://localhost:2379"]
 forward_listen = "0.0.0.0:26790"
 forward_advertise = "10.0.0.1:26790"
+tls_ca_file = "tls/ca.pem"
+tls_cert_file = "tls/node.pem"
+tls_key_file = "/etc/cometkms/tls/node-key.pem"
 `;
 
 function configError(text: string, env: NodeJS.ProcessEnv = {}): string {
@@ -73,6 +76,9 @@ describe('parseConfig', () => {
       etcd_call_timeout_ms: 300,
       forward_listen: '0.0.0.0:26790',
       forward_advertise: '10.0.0.1:26790',
+      tls_ca_file: '/etc/cometkms/tls/ca.pem',
+      tls_cert_file: '/etc/cometkms/tls/node.pem',
+      tls_key_file: '/etc/cometkms/tls/node-key.pem',
     });
   });
 
@@ -253,6 +259,11 @@ addr = "tcp://node-2.example:26659"
       MINIMAL + CLUSTER.replace('10.0.0.1:26790', '0.0.0.0:26790'),
       'cluster.forward_advertise: must be an address other nodes can dial',
     ],
+    ...['tls_ca_file', 'tls_cert_file', 'tls_key_file'].map((key): [string, string, string] => [
+      `cluster without ${key}`,
+      MINIMAL + CLUSTER.replace(new RegExp(`${key} = .*\n`), ''),
+      `cluster.${key}: required: nodes forward requests to the leader over mutual TLS`,
+    ]),
     [
       'etcd user without password',
       `${MINIMAL}${CLUSTER}etcd_username = "u"\n`,
