@@ -4,6 +4,7 @@
  * (`cmtjson.MarshalIndent(v, "", "  ")`, no trailing newline).
  */
 
+import { bytesEqual } from './bytes.ts';
 import {
   fromBase64,
   fromHex,
@@ -55,10 +56,6 @@ function parseJsonObject(json: string, file: string): Record<string, unknown> {
     throw new KeyFormatError(`${file}: top level must be a JSON object`);
   }
   return v as Record<string, unknown>;
-}
-
-function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
-  return a.length === b.length && a.every((x, i) => x === b[i]);
 }
 
 /** Decodes `priv_key` into the key type and the 32-byte private key, checking its layout. */

@@ -4,6 +4,7 @@
  * re-sign (spec §7.2 step 4).
  */
 
+import { bytesEqual } from './bytes.ts';
 import { CodecError } from './errors.ts';
 import { decodeUvarint, lengthPrefixed } from './framing.ts';
 import { decodeBlockIdInto, decodeTimestamp, encodeBlockId, encodeTimestamp } from './messages.ts';
@@ -194,10 +195,6 @@ export function decodeCanonicalProposal(signBytes: Uint8Array): CanonicalProposa
     }
   }
   return cp;
-}
-
-function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
-  return a.length === b.length && a.every((x, i) => x === b[i]);
 }
 
 /**

@@ -123,6 +123,17 @@ export interface HRS {
   step: number;
 }
 
+/**
+ * FilePV's order on (height, round, step), lexicographic: negative, zero or positive as `a` is
+ * below, equal to or above `b`.
+ */
+export function compareHRS(a: HRS, b: HRS): number {
+  if (a.height !== b.height) return a.height < b.height ? -1 : 1;
+  if (a.round !== b.round) return a.round < b.round ? -1 : 1;
+  if (a.step !== b.step) return a.step < b.step ? -1 : 1;
+  return 0;
+}
+
 export const Step = {
   None: 0,
   Propose: 1,

@@ -1,5 +1,6 @@
 import { sha256 } from '@noble/hashes/sha2.js';
 import { bytesToHex } from '@noble/hashes/utils.js';
+import { bytesEqual } from '../cometbft/bytes.ts';
 import { CodecError } from '../cometbft/errors.ts';
 import { validatorAddress } from '../cometbft/keys.ts';
 import {
@@ -532,12 +533,6 @@ function encode(kind: 'vote' | 'proposal', fn: () => Uint8Array): Uint8Array {
     if (err instanceof CodecError) throw new Refusal(`error signing ${kind}: ${err.message}`);
     throw err;
   }
-}
-
-function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
 }
 
 function describe(err: unknown): string {

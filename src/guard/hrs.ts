@@ -1,19 +1,13 @@
-import { type HRS, SignedMsgType, Step } from '../cometbft/types.ts';
+import { compareHRS, type HRS, SignedMsgType, Step } from '../cometbft/types.ts';
 import type { SignState } from '../store/types.ts';
+
+export { compareHRS };
 
 /** The FilePV step of a vote type, or `undefined` for a type that is not a vote (spec §7.1). */
 export function voteStep(type: number): number | undefined {
   if (type === SignedMsgType.Prevote) return Step.Prevote;
   if (type === SignedMsgType.Precommit) return Step.Precommit;
   return undefined;
-}
-
-/** Lexicographic order on (height, round, step): negative, zero or positive like a comparator. */
-export function compareHRS(a: HRS, b: HRS): number {
-  if (a.height !== b.height) return a.height < b.height ? -1 : 1;
-  if (a.round !== b.round) return a.round < b.round ? -1 : 1;
-  if (a.step !== b.step) return a.step < b.step ? -1 : 1;
-  return 0;
 }
 
 /** How a requested HRS relates to the last reserved state (FilePV `CheckHRS`). */

@@ -1,4 +1,5 @@
 import { secp256k1 } from '@noble/curves/secp256k1.js';
+import { bytesEqual } from '../cometbft/bytes.ts';
 import type { KeyType, PubKey } from '../cometbft/types.ts';
 import { HsmError } from './errors.ts';
 
@@ -83,11 +84,4 @@ export function pubKeyFromEcPoint(type: KeyType, ecPoint: Uint8Array): PubKey {
 export function ecPointForImport(pubKey: PubKey): Uint8Array {
   if (pubKey.type === 'ed25519') return derOctetString(pubKey.bytes);
   return derOctetString(secp256k1.Point.fromBytes(pubKey.bytes).toBytes(false));
-}
-
-/** Constant-time-irrelevant byte equality (public data only). */
-export function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
 }

@@ -1,12 +1,13 @@
 import { randomBytes } from 'node:crypto';
 import { sha256 } from '@noble/hashes/sha2.js';
 import pkcs11js from 'pkcs11js';
+import { bytesEqual } from '../cometbft/bytes.ts';
 import { publicKeyFromPrivate } from '../cometbft/keys.ts';
 import type { KeyType, PubKey } from '../cometbft/types.ts';
 import { normalizeLowS, verifySignature } from '../cometbft/verify.ts';
 import type { Signer } from '../guard/signer.ts';
 import { CKK_EC_EDWARDS } from './constants.ts';
-import { bytesEqual, ecPointForImport, keyTypeOfEcParams, pubKeyFromEcPoint } from './ec.ts';
+import { ecPointForImport, keyTypeOfEcParams, pubKeyFromEcPoint } from './ec.ts';
 import { HsmError, isCkr, Pkcs11Error, p11, p11Async } from './errors.ts';
 import { acquireModule, type LoadedModule, releaseModule, tokenLabel } from './module.ts';
 import { Mutex } from './mutex.ts';

@@ -3,9 +3,10 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pkcs11js from 'pkcs11js';
 import { parse } from 'smol-toml';
+import { bytesEqual } from '../cometbft/bytes.ts';
 import type { KeyType } from '../cometbft/types.ts';
 import { CKM_EC_EDWARDS_KEY_PAIR_GEN, CKM_EDDSA } from './constants.ts';
-import { bytesEqual, EC_PARAMS } from './ec.ts';
+import { EC_PARAMS } from './ec.ts';
 import { HsmError } from './errors.ts';
 
 /** How one HSM family handles one key type. */

@@ -16,6 +16,7 @@ import {
   voteSignBytes,
 } from '../cometbft/signbytes.ts';
 import {
+  compareHRS,
   type HRS,
   type PrivvalMessage,
   type Proposal,
@@ -163,7 +164,7 @@ export class InMemorySigningHandler implements RequestHandler {
   ): { signature: Uint8Array; timestamp: Timestamp } | { error: string } {
     const last = this.last;
     if (last) {
-      const cmp = compareHrs(hrs, last);
+      const cmp = compareHRS(hrs, last);
       if (cmp < 0) return { error: `HRS regression: got ${fmt(hrs)}, last ${fmt(last)}` };
       if (cmp === 0) {
         if (equalBytes(signBytesAt(timestamp), last.signBytes))
@@ -179,12 +180,6 @@ export class InMemorySigningHandler implements RequestHandler {
     this.last = { ...hrs, signBytes, signature, timestamp };
     return { signature, timestamp };
   }
-}
-
-function compareHrs(a: HRS, b: HRS): number {
-  if (a.height !== b.height) return a.height < b.height ? -1 : 1;
-  if (a.round !== b.round) return a.round < b.round ? -1 : 1;
-  return a.step - b.step;
 }
 
 function fmt(h: HRS): string {

@@ -1,7 +1,14 @@
 import { performance } from 'node:perf_hooks';
 import type { Etcd3, ICompare, IKeyValue, IRangeResponse, ITxnResponse } from 'etcd3';
-import type { HRS } from '../cometbft/types.ts';
-import { initialSignState, type ReserveResult, type SignState, type SignStateStore } from './types.ts';
+import { compareHRS, type HRS } from '../cometbft/types.ts';
+import {
+  copySignState,
+  initialSignState,
+  type ReserveResult,
+  type SignState,
+  type SignStateStore,
+  sameSignState,
+} from './types.ts';
 
 /**
  * Proof of leadership used to fence every write: the leader key must still carry this exact value,
@@ -186,32 +193,6 @@ export async function swapEtcdSignState(
   return res.succeeded;
 }
 
-/** -1, 0, 1 as a is below, equal to, above b. */
-export function compareHRS(a: HRS, b: HRS): number {
-  if (a.height !== b.height) return a.height < b.height ? -1 : 1;
-  if (a.round !== b.round) return a.round < b.round ? -1 : 1;
-  if (a.step !== b.step) return a.step < b.step ? -1 : 1;
-  return 0;
-}
-
-function sameState(a: SignState, b: SignState): boolean {
-  return (
-    compareHRS(a, b) === 0 &&
-    Buffer.from(a.signBytes).equals(b.signBytes) &&
-    Buffer.from(a.extensionSignBytes).equals(b.extensionSignBytes) &&
-    Buffer.from(a.signature).equals(b.signature)
-  );
-}
-
-function copyState(s: SignState): SignState {
-  return {
-    ...s,
-    signBytes: s.signBytes.slice(),
-    extensionSignBytes: s.extensionSignBytes.slice(),
-    signature: s.signature.slice(),
-  };
-}
-
 /** The state key as last read or written by this process. */
 interface Cached {
   state: SignState;
@@ -258,7 +239,7 @@ export class EtcdSignStateStore implements SignStateStore {
   }
 
   async load(chainId: string): Promise<SignState> {
-    return copyState((await this.#read(chainId)).state);
+    return copySignState((await this.#read(chainId)).state);
   }
 
   async reserve(chainId: string, expected: SignState, next: SignState): Promise<ReserveResult> {
@@ -269,15 +250,15 @@ export class EtcdSignStateStore implements SignStateStore {
     }
     const token = this.#requireToken();
     let cached = this.#cache.get(chainId);
-    if (cached === undefined || !sameState(cached.state, expected)) {
+    if (cached === undefined || !sameSignState(cached.state, expected)) {
       // Our view is not what the caller decided against: read etcd before comparing anything.
       cached = await this.#read(chainId);
-      if (!sameState(cached.state, expected)) return { ok: false, current: copyState(cached.state) };
+      if (!sameSignState(cached.state, expected)) return { ok: false, current: copySignState(cached.state) };
     }
     const res = await this.#fencedPut(chainId, token, cached.modRevision, next);
     if (res.succeeded) return { ok: true };
     const current = this.#afterFailure(chainId, token, res);
-    return { ok: false, current: copyState(current.state) };
+    return { ok: false, current: copySignState(current.state) };
   }
 
   /**
@@ -328,7 +309,7 @@ export class EtcdSignStateStore implements SignStateStore {
     );
     if (res.succeeded) {
       // the put happened at the transaction's revision
-      this.#remember(chainId, { state: copyState(next), modRevision: res.header.revision });
+      this.#remember(chainId, { state: copySignState(next), modRevision: res.header.revision });
     }
     return res;
   }

@@ -30,11 +30,11 @@
 import { createHash } from 'node:crypto';
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { HRS } from '../cometbft/types.ts';
+import { bytesEqual } from '../cometbft/bytes.ts';
+import { compareHRS, type HRS } from '../cometbft/types.ts';
 import { readFileIfExists, writeFileDurable } from './durable.ts';
 import { acquireHomeLock, type HomeLock } from './lock.ts';
 import {
-  compareHrs,
   decodeHwmFile,
   decodeStateFile,
   encodeHwmFile,
@@ -45,7 +45,14 @@ import {
   type StoredState,
   stateChecksum,
 } from './state-codec.ts';
-import { initialSignState, type ReserveResult, type SignState, type SignStateStore } from './types.ts';
+import {
+  copySignState,
+  initialSignState,
+  type ReserveResult,
+  type SignState,
+  type SignStateStore,
+  sameSignState,
+} from './types.ts';
 
 /** Directory of the state files inside a home. */
 export const STATE_DIR = 'state';
@@ -145,7 +152,7 @@ function validate(home: string, chainId: string, raw: RawFiles): Validated {
     );
   }
   if (s === r + 1n) {
-    if (compareHrs(stored.state, hwm) >= 0) return { stored, repairHwm: true };
+    if (compareHRS(stored.state, hwm) >= 0) return { stored, repairHwm: true };
     // only an interrupted forced write (state import --force) moves the HRS down: redo it
     throw storeError(
       files.state,
@@ -166,32 +173,6 @@ function validate(home: string, chainId: string, raw: RawFiles): Validated {
     files.hwm,
     chainId,
     `is behind its state file: record at ${describe(r, hwm)}, state at ${describe(s, stored.state)} (restored or replaced record?)`,
-  );
-}
-
-function copyState(s: SignState): SignState {
-  return {
-    height: s.height,
-    round: s.round,
-    step: s.step,
-    signBytes: s.signBytes.slice(),
-    extensionSignBytes: s.extensionSignBytes.slice(),
-    signature: s.signature.slice(),
-  };
-}
-
-function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
-  return Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(
-    Buffer.from(b.buffer, b.byteOffset, b.byteLength),
-  );
-}
-
-function statesEqual(a: SignState, b: SignState): boolean {
-  return (
-    compareHrs(a, b) === 0 &&
-    bytesEqual(a.signBytes, b.signBytes) &&
-    bytesEqual(a.extensionSignBytes, b.extensionSignBytes) &&
-    bytesEqual(a.signature, b.signature)
   );
 }
 
@@ -257,13 +238,13 @@ export class FileSignStateStore implements SignStateStore {
   }
 
   async load(chainId: string): Promise<SignState> {
-    return this.exclusive(chainId, async () => copyState((await this.current(chainId)).state));
+    return this.exclusive(chainId, async () => copySignState((await this.current(chainId)).state));
   }
 
   async reserve(chainId: string, expected: SignState, next: SignState): Promise<ReserveResult> {
     return this.exclusive(chainId, async () => {
       const cur = await this.current(chainId);
-      if (!statesEqual(cur.state, expected)) return { ok: false, current: copyState(cur.state) };
+      if (!sameSignState(cur.state, expected)) return { ok: false, current: copySignState(cur.state) };
       await this.write(chainId, cur.generation, next);
       return { ok: true };
     });
@@ -284,7 +265,7 @@ export class FileSignStateStore implements SignStateStore {
   ): Promise<void> {
     await this.exclusive(chainId, async () => {
       const cur = await this.current(chainId);
-      if (compareHrs(cur.state, hrs) !== 0 || !bytesEqual(cur.state.signBytes, signBytes)) return;
+      if (compareHRS(cur.state, hrs) !== 0 || !bytesEqual(cur.state.signBytes, signBytes)) return;
       if (bytesEqual(cur.state.signature, signature)) return;
       this.cache.set(chainId, { ...cur, state: { ...cur.state, signature: signature.slice() } });
       this.unwritten.add(chainId);
@@ -351,7 +332,7 @@ export class FileSignStateStore implements SignStateStore {
 
   /** Durably writes `state` as generation `after + 1`, state file first (see the module comment). */
   private async write(chainId: string, after: bigint, state: SignState): Promise<void> {
-    const stored: StoredState = { chainId, generation: after + 1n, state: copyState(state) };
+    const stored: StoredState = { chainId, generation: after + 1n, state: copySignState(state) };
     const files = chainFiles(this.home, chainId);
     // Until both steps are done the disk is the truth: a failed write leaves the cache empty, so
     // the next call re-reads and re-verifies whatever made it to disk.

@@ -1,5 +1,13 @@
+import { bytesEqual } from '../cometbft/bytes.ts';
 import type { HRS } from '../cometbft/types.ts';
-import { initialSignState, type ReserveResult, type SignState, type SignStateStore } from './types.ts';
+import {
+  copySignState,
+  initialSignState,
+  type ReserveResult,
+  type SignState,
+  type SignStateStore,
+  sameSignState,
+} from './types.ts';
 
 /**
  * A fault to inject into the next `reserve` call.
@@ -38,18 +46,18 @@ export class InMemorySignStateStore implements SignStateStore {
 
   /** Replaces the stored state of `chainId` (test setup: e.g. a reservation left by a crash). */
   setState(chainId: string, state: SignState): void {
-    this.states.set(chainId, copyState(state));
-    this.historyOf(chainId).push(copyState(state));
+    this.states.set(chainId, copySignState(state));
+    this.historyOf(chainId).push(copySignState(state));
   }
 
   /** A copy of the stored state of `chainId`, without delays or faults. */
   peek(chainId: string): SignState {
-    return copyState(this.states.get(chainId) ?? initialSignState());
+    return copySignState(this.states.get(chainId) ?? initialSignState());
   }
 
   /** Every state `chainId` has held, in order (reservations and recorded signatures). */
   history(chainId: string): SignState[] {
-    return this.historyOf(chainId).map(copyState);
+    return this.historyOf(chainId).map(copySignState);
   }
 
   /** Queues a fault for the next `reserve` call (several calls queue several faults). */
@@ -87,10 +95,10 @@ export class InMemorySignStateStore implements SignStateStore {
     const fault = this.reserveFaults.shift();
     if (fault === 'throw') throw new Error('injected fault: reserve failed');
     const current = this.peek(chainId);
-    if (!sameState(current, expected)) return { ok: false, current };
+    if (!sameSignState(current, expected)) return { ok: false, current };
     this.setState(chainId, next);
     if (fault === 'apply-then-throw') throw new Error('injected fault: reserve reply lost');
-    if (fault === 'apply-then-conflict') return { ok: false, current: copyState(next) };
+    if (fault === 'apply-then-conflict') return { ok: false, current: copySignState(next) };
     return { ok: true };
   }
 
@@ -130,32 +138,4 @@ export class InMemorySignStateStore implements SignStateStore {
 function pause(ms: number | undefined): Promise<void> {
   if (ms === undefined) return Promise.resolve();
   return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-function copyState(s: SignState): SignState {
-  return {
-    height: s.height,
-    round: s.round,
-    step: s.step,
-    signBytes: s.signBytes.slice(),
-    extensionSignBytes: s.extensionSignBytes.slice(),
-    signature: s.signature.slice(),
-  };
-}
-
-function sameState(a: SignState, b: SignState): boolean {
-  return (
-    a.height === b.height &&
-    a.round === b.round &&
-    a.step === b.step &&
-    bytesEqual(a.signBytes, b.signBytes) &&
-    bytesEqual(a.extensionSignBytes, b.extensionSignBytes) &&
-    bytesEqual(a.signature, b.signature)
-  );
-}
-
-function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
 }

@@ -37,13 +37,6 @@ export interface HighWaterMark extends HRS {
   stateChecksum: string;
 }
 
-/** Orders two HRS: negative if a < b, 0 if equal, positive if a > b. */
-export function compareHrs(a: HRS, b: HRS): number {
-  if (a.height !== b.height) return a.height < b.height ? -1 : 1;
-  if (a.round !== b.round) return a.round - b.round;
-  return a.step - b.step;
-}
-
 /** Renders an HRS for operator messages, e.g. `12/0/2`. */
 export function formatHrs(hrs: HRS): string {
   return `${hrs.height}/${hrs.round}/${hrs.step}`;

@@ -1,4 +1,5 @@
-import type { HRS } from '../cometbft/types.ts';
+import { bytesEqual } from '../cometbft/bytes.ts';
+import { compareHRS, type HRS } from '../cometbft/types.ts';
 
 /**
  * The last reserved (and possibly signed) state of one chain. A reservation exists before any
@@ -23,6 +24,28 @@ export function initialSignState(): SignState {
     extensionSignBytes: new Uint8Array(),
     signature: new Uint8Array(),
   };
+}
+
+/** A deep copy (stores hand out copies so callers cannot change what they hold). */
+export function copySignState(s: SignState): SignState {
+  return {
+    height: s.height,
+    round: s.round,
+    step: s.step,
+    signBytes: s.signBytes.slice(),
+    extensionSignBytes: s.extensionSignBytes.slice(),
+    signature: s.signature.slice(),
+  };
+}
+
+/** Whether two states are equal in every field (what a compare-and-set compares). */
+export function sameSignState(a: SignState, b: SignState): boolean {
+  return (
+    compareHRS(a, b) === 0 &&
+    bytesEqual(a.signBytes, b.signBytes) &&
+    bytesEqual(a.extensionSignBytes, b.extensionSignBytes) &&
+    bytesEqual(a.signature, b.signature)
+  );
 }
 
 /** Outcome of a compare-and-set reservation. */

@@ -16,11 +16,12 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { compareHRS } from '../../src/cometbft/types.ts';
 import { Rng } from '../../src/simulator/rng.ts';
 import { SignRecord } from '../../src/simulator/sign-record.ts';
 import { ValidatorSimulator } from '../../src/simulator/simulator.ts';
 import { readChainState } from '../../src/store/file.ts';
-import { compareHrs, formatHrs } from '../../src/store/state-codec.ts';
+import { formatHrs } from '../../src/store/state-codec.ts';
 import type { SignState } from '../../src/store/types.ts';
 import { generateKeys, KmsHome, type KmsProcess, killAllKms } from '../helpers/kms-process.ts';
 import { createSoftHsmToken, type SoftHsmToken } from '../helpers/softhsm.ts';
@@ -94,7 +95,7 @@ describe('single node: SIGKILL at random moments', () => {
     const checkDisk = async (when: string): Promise<SignState> => {
       const prev = history[history.length - 1]!;
       const now = await readChainState(home.home, CHAIN);
-      const order = compareHrs(now, prev);
+      const order = compareHRS(now, prev);
       assert.ok(order >= 0, `${when}: state went backwards from ${formatHrs(prev)} to ${formatHrs(now)}`);
       if (order === 0 && prev.signBytes.length > 0) {
         assert.ok(sameBytes(now.signBytes, prev.signBytes), `${when}: other sign bytes at ${formatHrs(now)}`);

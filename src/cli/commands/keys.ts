@@ -1,5 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import { type Command, Option } from 'commander';
+import { bytesEqual } from '../../cometbft/bytes.ts';
 import {
   consensusAddressBech32,
   consensusPubKeyBech32,
@@ -11,7 +12,6 @@ import {
 import { parsePrivValidatorKey } from '../../cometbft/privval-files.ts';
 import type { KeyType, PubKey } from '../../cometbft/types.ts';
 import { loadConfig } from '../../config/load.ts';
-import { bytesEqual } from '../../pkcs11/ec.ts';
 import { type Hsm, type HsmOptions, openHsm } from '../../pkcs11/hsm.ts';
 import { readPin } from '../../pkcs11/pin.ts';
 import { loadProfile } from '../../pkcs11/profiles.ts';

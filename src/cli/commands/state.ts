@@ -13,12 +13,13 @@ import { createEtcdClient } from '../../cluster/etcd-client.ts';
 import { clusterEtcdOptions } from '../../cluster/etcd-config.ts';
 import { loadClusterTls } from '../../cluster/tls.ts';
 import { formatPrivValidatorState, parsePrivValidatorState } from '../../cometbft/privval-files.ts';
+import { compareHRS } from '../../cometbft/types.ts';
 import { assertHomeInitialised } from '../../config/home.ts';
 import { loadConfig } from '../../config/load.ts';
 import type { ClusterSection, Config } from '../../config/types.ts';
 import { decodeSignState, etcdKeys, readEtcdStateRecord, swapEtcdSignState } from '../../store/etcd.ts';
 import { FileSignStateStore, readChainState } from '../../store/file.ts';
-import { compareHrs, formatHrs } from '../../store/state-codec.ts';
+import { formatHrs } from '../../store/state-codec.ts';
 import { initialSignState, type SignState } from '../../store/types.ts';
 
 interface Common {
@@ -162,7 +163,7 @@ const FORCE_WARNING = `
  * it is safe. Same HRS is only safe with the same sign bytes, or over a state with none.
  */
 function refusal(current: SignState, next: SignState): string | undefined {
-  const cmp = compareHrs(next, current);
+  const cmp = compareHRS(next, current);
   if (cmp < 0) return 'it would move the height/round/step backwards';
   if (cmp === 0 && current.signBytes.length > 0 && hex(current.signBytes) !== hex(next.signBytes)) {
     return 'it has the same height/round/step with different sign bytes';
@@ -181,7 +182,7 @@ function refusedImport(o: ImportOptions, why: string, current: SignState, next: 
 
 /** Whether `next` repeats `current` exactly (same HRS, same sign bytes): nothing to move. */
 function sameState(current: SignState, next: SignState): boolean {
-  return compareHrs(next, current) === 0 && hex(current.signBytes) === hex(next.signBytes);
+  return compareHRS(next, current) === 0 && hex(current.signBytes) === hex(next.signBytes);
 }
 
 type ImportOptions = Common & { from: string; force?: boolean };
@@ -288,7 +289,7 @@ async function importToEtcd(cluster: ClusterSection, o: ImportOptions, next: Sig
       current === undefined
         ? `unusable (${unusable})`
         : `${formatHrs(current)}${record === undefined ? ', no state in etcd yet' : ''}`;
-    if (o.force && current !== undefined && compareHrs(next, current) < 0) {
+    if (o.force && current !== undefined && compareHRS(next, current) < 0) {
       // Invariant 3: a node that saw the higher state treats the lower one as a regression.
       process.stderr.write(
         'the state moved backwards: running nodes that saw the higher state refuse to sign this chain ' +

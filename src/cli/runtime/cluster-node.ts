@@ -29,6 +29,7 @@ import { ForwardClient, ForwardServer } from '../../cluster/forward.ts';
 import { type LeaderInfo, Leadership } from '../../cluster/leadership.ts';
 import { loadClusterTls } from '../../cluster/tls.ts';
 import type { HRS } from '../../cometbft/types.ts';
+import { compareHRS } from '../../cometbft/types.ts';
 import { assertHomeInitialised } from '../../config/home.ts';
 import type { ChainSection, ClusterSection, Config } from '../../config/types.ts';
 import { ChainGuard } from '../../guard/chain-guard.ts';
@@ -36,7 +37,7 @@ import { type Hsm, openHsm } from '../../pkcs11/hsm.ts';
 import { readPin } from '../../pkcs11/pin.ts';
 import { loadProfile } from '../../pkcs11/profiles.ts';
 import { loadIdentity, type TransportIdentity } from '../../privval/identity.ts';
-import { compareHRS, EtcdSignStateStore } from '../../store/etcd.ts';
+import { EtcdSignStateStore } from '../../store/etcd.ts';
 import { acquireHomeLock, type HomeLock } from '../../store/lock.ts';
 import { ClusterView } from './cluster-view.ts';
 import {

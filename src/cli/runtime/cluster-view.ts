@@ -12,7 +12,8 @@
 import type { Etcd3, IKeyValue, Lease, Watcher } from 'etcd3';
 import type pino from 'pino';
 import type { HRS } from '../../cometbft/types.ts';
-import { compareHRS, decodeSignState, etcdKeys } from '../../store/etcd.ts';
+import { compareHRS } from '../../cometbft/types.ts';
+import { decodeSignState, etcdKeys } from '../../store/etcd.ts';
 
 /** One registered member. */
 export interface MemberInfo {

@@ -1,7 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { Step } from '../../../src/cometbft/types.ts';
-import { compareHRS } from '../../../src/store/etcd.ts';
+import { compareHRS, Step } from '../../../src/cometbft/types.ts';
 import type { SignState } from '../../../src/store/types.ts';
 import {
   type EtcdCluster,
