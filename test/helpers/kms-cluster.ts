@@ -6,10 +6,10 @@
  * by PID (kms-process.ts, etcd-cluster.ts) and killed on cleanup.
  */
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { NodeStatus } from '../../src/admin/types.ts';
+import { freeLoopbackPort } from '../../src/cluster/etcd-launcher.ts';
 import { formatPrivValidatorKey } from '../../src/cometbft/privval-files.ts';
 import type { ProtocolVersion } from '../../src/cometbft/types.ts';
 import { makeTestCerts, type TestCerts } from './certs.ts';
@@ -65,18 +65,6 @@ export interface KmsCluster {
 }
 
 const KEY_LABEL = 'validator-key';
-
-async function freePort(): Promise<number> {
-  return await new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const addr = srv.address();
-      const port = typeof addr === 'object' && addr !== null ? addr.port : 0;
-      srv.close(() => resolve(port));
-    });
-  });
-}
 
 /** Bounded wait on an async condition. */
 export async function waitFor(
@@ -138,7 +126,7 @@ export async function startKmsCluster(opts: KmsClusterOptions): Promise<KmsClust
         { ...process.env, ...token.env },
       );
       if (imported.code !== 0) throw new Error(`keys import for ${id} failed: ${imported.stderr}`);
-      const forwardPort = await freePort();
+      const forwardPort = await freeLoopbackPort();
       const f = certs.files(id);
       const str = JSON.stringify;
       const home = await KmsHome.create({

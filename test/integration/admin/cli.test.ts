@@ -6,13 +6,13 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import pino from 'pino';
 import { Metrics } from '../../../src/admin/metrics.ts';
 import { type AdminServer, startAdminServer } from '../../../src/admin/server.ts';
+import { freeLoopbackPort } from '../../../src/cluster/etcd-launcher.ts';
 import { FakeRuntime } from '../../unit/admin/fake-runtime.ts';
 
 const REPO = join(import.meta.dirname, '../../..');
@@ -36,15 +36,6 @@ function cometkms(...args: string[]): Promise<Run> {
 function ok(r: Run): Run {
   assert.equal(r.code, 0, `exit ${r.code}\nstdout: ${r.stdout}\nstderr: ${r.stderr}`);
   return r;
-}
-
-/** A port that was free a moment ago (nothing listens on it afterwards). */
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve));
-  const port = (s.address() as { port: number }).port;
-  await new Promise((resolve) => s.close(resolve));
-  return port;
 }
 
 let dir: string;
@@ -130,7 +121,7 @@ describe('cometkms status', () => {
     r = await cometkms('status', '--admin', url);
     assert.equal(r.code, 1);
     assert.match(r.stderr, /requires a token: pass --token-file FILE or --config with admin\.token_file/);
-    const port = await freePort();
+    const port = await freeLoopbackPort();
     r = await cometkms('status', '--admin', `http://127.0.0.1:${port}`, '--token-file', tokenFile);
     assert.equal(r.code, 1);
     assert.match(r.stderr, /cannot reach the admin API at http:\/\/127\.0\.0\.1:\d+: connection refused/);

@@ -7,12 +7,12 @@ import assert from 'node:assert/strict';
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { copyFile, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type { Etcd3 } from 'etcd3';
 import { createEtcdClient } from '../../../src/cluster/etcd-client.ts';
+import { freeLoopbackPort } from '../../../src/cluster/etcd-launcher.ts';
 
 const DEPLOY = join(import.meta.dirname, '../../../deploy');
 const UNITS = join(DEPLOY, 'systemd');
@@ -42,16 +42,6 @@ function execStart(unit: string): string[] {
     .find((l) => l.startsWith('ExecStart='));
   assert.ok(line, 'no ExecStart= line');
   return line.slice('ExecStart='.length).trim().split(/\s+/);
-}
-
-async function freePort(): Promise<number> {
-  const srv = createServer().listen(0, '127.0.0.1');
-  await once(srv, 'listening');
-  const addr = srv.address();
-  const port = typeof addr === 'object' && addr !== null ? addr.port : 0;
-  srv.close();
-  await once(srv, 'close');
-  return port;
 }
 
 let dir: string;
@@ -142,8 +132,8 @@ describe('etcd-cometkms.service flags on a real etcd member', () => {
       const r = await run('bash', [makeCerts, '--out', out, '--ca-name', name, '--node', 'kms-1:127.0.0.1']);
       assert.equal(r.code, 0, r.stderr);
     }
-    clientPort = await freePort();
-    const peerPort = await freePort();
+    clientPort = await freeLoopbackPort();
+    const peerPort = await freeLoopbackPort();
     // The unit's own flags; only the host-specific values are replaced for 127.0.0.1.
     const env: Record<string, string> = {
       KMS_ETCD_NAME: 'kms-1',
