@@ -27,7 +27,7 @@ interface VectorFile {
 }
 
 const vectors = JSON.parse(
-  readFileSync(new URL('../../../../shared/vectors/privval-messages.json', import.meta.url), 'utf8'),
+  readFileSync(new URL('../../vectors/upstream/privval-messages.json', import.meta.url), 'utf8'),
 ) as VectorFile;
 
 const hex = (h: string): Uint8Array => Uint8Array.from(Buffer.from(h, 'hex'));

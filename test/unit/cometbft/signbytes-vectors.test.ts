@@ -25,7 +25,7 @@ const hex = (h: string): Uint8Array => Uint8Array.from(Buffer.from(h, 'hex'));
 const toHex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
 const utf8 = (s: string): Uint8Array => new TextEncoder().encode(s);
 const read = (name: string): unknown =>
-  JSON.parse(readFileSync(new URL(`../../../../shared/vectors/${name}`, import.meta.url), 'utf8'));
+  JSON.parse(readFileSync(new URL(`../../vectors/upstream/${name}`, import.meta.url), 'utf8'));
 
 /** RFC 3339 with millisecond precision, as the tendermint-rs vectors use. */
 function isoTimestamp(iso: string): Timestamp {
