@@ -3,13 +3,10 @@
  * double sign — one (chain, height, round, step) at which signatures over two different sign
  * bytes were produced.
  *
- * Which records prove "a signature over these bytes was produced":
- * - `signed`: the request's bytes were reserved and signed.
- * - `resigned`: the request's bytes are identical to the reserved ones, which were (re)signed.
- * Not `timestamp_only`: its `sign_bytes_sha256` is the hash of the *request's* bytes, but what
- * went out is the stored signature over the reserved bytes (another timestamp). Counting it
- * would report every sanctioned timestamp-only retry as a conflict. The reserved bytes of that
- * HRS are covered by the `signed` record that reserved them.
+ * Which records prove "a signature over these bytes was produced": `signed` (the request's bytes
+ * were reserved and signed), `resigned` (identical to the reserved bytes, which were (re)signed)
+ * and `timestamp_only` (the reserved bytes' signature went out with the reserved timestamp; its
+ * `sign_bytes_sha256` names the reserved bytes, not the request's).
  */
 import { createReadStream } from 'node:fs';
 import { createInterface } from 'node:readline';
@@ -60,7 +57,7 @@ export interface AuditReport {
 const OUTCOMES = new Set(['signed', 'resigned', 'timestamp_only', 'served', 'refused', 'retry']);
 const KINDS = new Set(['vote', 'proposal', 'pubkey', 'sign_bytes']);
 /** Outcomes whose `sign_bytes_sha256` names bytes that were signed (see the module comment). */
-const SIGNED_OUTCOMES = new Set(['signed', 'resigned']);
+const SIGNED_OUTCOMES = new Set(['signed', 'resigned', 'timestamp_only']);
 const SHA256_HEX = /^[0-9a-f]{64}$/;
 const HEIGHT = /^(0|[1-9][0-9]*)$/;
 /** malformed lines listed at most; the count is always exact */

@@ -384,6 +384,9 @@ export class ChainGuard implements RequestHandler {
       timestamp = timestampOnlyDifference(job.kind, last.signBytes, job.signBytes);
       if (timestamp === undefined) throw new Refusal(`error signing ${job.kind}: conflicting data`);
       outcome = 'timestamp_only';
+      // What goes out is a signature over the reserved bytes: that is what the decision (and the
+      // audit log, which `audit check` reads for conflicts) must name, not the request's bytes.
+      trace.signBytes = last.signBytes;
     }
     // FilePV signs whatever extension the retry carries. Here the extension sign bytes are part
     // of the reservation (invariant 2): only the reserved ones may be signed at this HRS, so a

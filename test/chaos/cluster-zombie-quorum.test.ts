@@ -114,34 +114,38 @@ describe('cluster: zombie leader and quorum loss', () => {
     await waitAgreement(cluster, 10_000);
     // A graceful stop flushes its audit log; nothing it decided after the thaw may be a signature.
     await cluster.signal(zombie, 'SIGTERM');
-    const lines = (await readFile(join(cluster.nodes[zombie]!.home.home, 'audit', 'audit.jsonl'), 'utf8'))
-      .split('\n')
-      .filter((l) => l.length > 0)
-      .map((l) => JSON.parse(l) as AuditLine);
-    const signedAfter = lines.filter(
-      (r) =>
-        r.ts !== undefined &&
-        Date.parse(r.ts) >= resumedAt &&
-        (r.outcome === 'signed' || r.outcome === 'resigned' || r.outcome === 'timestamp_only'),
-    );
-    // At most the signature in progress at the freeze, over exactly its last reserved bytes.
-    assert.ok(
-      signedAfter.length <= 1,
-      `the zombie signed after it was thawed: ${JSON.stringify(signedAfter)}`,
-    );
-    for (const r of signedAfter) {
-      assert.deepEqual(
-        [r.height, r.round, r.step, r.sign_bytes_sha256],
-        [
-          lastReserved.height.toString(),
-          lastReserved.round,
-          lastReserved.step,
-          createHash('sha256').update(lastReserved.signBytes).digest('hex'),
-        ],
-        'the zombie signed something other than its last reservation',
+    try {
+      const lines = (await readFile(join(cluster.nodes[zombie]!.home.home, 'audit', 'audit.jsonl'), 'utf8'))
+        .split('\n')
+        .filter((l) => l.length > 0)
+        .map((l) => JSON.parse(l) as AuditLine);
+      const signedAfter = lines.filter(
+        (r) =>
+          r.ts !== undefined &&
+          Date.parse(r.ts) >= resumedAt &&
+          (r.outcome === 'signed' || r.outcome === 'resigned' || r.outcome === 'timestamp_only'),
       );
+      // At most the signature in progress at the freeze, over exactly its last reserved bytes.
+      assert.ok(
+        signedAfter.length <= 1,
+        `the zombie signed after it was thawed: ${JSON.stringify(signedAfter)}`,
+      );
+      for (const r of signedAfter) {
+        assert.deepEqual(
+          [r.height, r.round, r.step, r.sign_bytes_sha256],
+          [
+            lastReserved.height.toString(),
+            lastReserved.round,
+            lastReserved.step,
+            createHash('sha256').update(lastReserved.signBytes).digest('hex'),
+          ],
+          'the zombie signed something other than its last reservation',
+        );
+      }
+    } finally {
+      // The next test needs all three nodes, whatever happened here.
+      await cluster.start(zombie);
     }
-    await cluster.start(zombie);
     await assertAuditClean(cluster);
   });
 

@@ -70,7 +70,7 @@ before(async () => {
   for (let h = 1; h <= 60; h++) {
     one.record(vote(h, 2, 'signed'));
     one.record(vote(h, 3, 'signed'));
-    if (h % 10 === 0) one.record(vote(h, 3, 'timestamp_only', 7));
+    if (h % 10 === 0) one.record(vote(h, 3, 'timestamp_only'));
     if (h % 5 === 0) await one.flush();
   }
   two.record(vote(60, 3, 'resigned'));

@@ -55,8 +55,8 @@ describe('checkAuditFiles', () => {
     const a = await file('a.log', 'kms-1', [
       d(1, 'signed', 'a'),
       d(1, 'resigned', 'a'),
-      // timestamp_only carries the hash of the *request's* bytes, which were not signed.
-      d(1, 'timestamp_only', 'b'),
+      // timestamp_only names the reserved bytes, whose signature went out again.
+      d(1, 'timestamp_only', 'a'),
       d(1, 'refused', 'c', { reason: 'error signing vote: conflicting data' }),
       d(2, 'signed', 'd'),
     ]);
@@ -124,6 +124,14 @@ describe('checkAuditFiles', () => {
     assert.equal(report.conflicts.length, 1);
     assert.equal(report.conflicts[0]?.chain, 'chain-1');
     assert.equal(report.conflicts[0]?.step, 2);
+  });
+
+  test('a timestamp-only answer over other bytes than the signed ones is a conflict', async () => {
+    const a = await file('a.log', 'kms-1', [d(8, 'signed', 'a')]);
+    const b = await file('b.log', 'kms-2', [d(8, 'timestamp_only', 'b')]);
+    const report = await checkAuditFiles([a, b]);
+    assert.equal(report.conflicts.length, 1);
+    assert.equal(auditExitCode(report), 1);
   });
 
   test('malformed lines are reported with file:line; a conflict still outranks them', async () => {
