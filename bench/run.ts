@@ -20,6 +20,7 @@ const SUITES: Record<string, () => Promise<Suite>> = {
   etcd: async () => (await import('./etcd.bench.ts')).benchEtcd,
   'single-node': async () => (await import('./single-node.bench.ts')).benchSingleNode,
   cluster: async () => (await import('./cluster.bench.ts')).benchCluster,
+  'many-chains': async () => (await import('./many-chains.bench.ts')).benchManyChains,
 };
 
 const CHILD_FLAG = '--child-suite';

@@ -31,6 +31,8 @@ export interface KmsClusterOptions {
   unsafeNoFsync?: boolean;
   /** default 1 */
   leaseTtlS?: number;
+  /** further chains after `chainId`, each signed with the same key under the same protocol */
+  moreChains?: Array<{ id: string; validators: string[] }>;
 }
 
 /** One KMS node of the cluster; `proc` is replaced on every (re)start. */
@@ -132,15 +134,13 @@ export async function startKmsCluster(opts: KmsClusterOptions): Promise<KmsClust
       const home = await KmsHome.create({
         token,
         nodeId: id,
-        chains: [
-          {
-            id: opts.chainId,
-            keyLabel: KEY_LABEL,
-            keyType: 'ed25519',
-            protocol: opts.protocol,
-            validators: opts.validators,
-          },
-        ],
+        chains: [{ id: opts.chainId, validators: opts.validators }, ...(opts.moreChains ?? [])].map((c) => ({
+          id: c.id,
+          keyLabel: KEY_LABEL,
+          keyType: 'ed25519' as const,
+          protocol: opts.protocol,
+          validators: c.validators,
+        })),
         extraToml:
           '\n[cluster]\n' +
           `etcd_endpoints = ${str(etcd.endpoints)}\n` +
