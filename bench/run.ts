@@ -1,12 +1,14 @@
 /**
  * `npm run bench`: runs every benchmark suite, each in its own process (a PKCS#11 module is
  * initialised once per process with one SoftHSM config, and suites must not disturb each other's
- * timings), then writes bench/results/latest.md and prints it.
+ * timings), then prints the table. A run of every suite also writes bench/results/latest.md and
+ * the table in README.md (between the `bench:table` markers), so the README always shows the
+ * latest full run; a run of named suites only prints.
  *
  * Usage: node --import tsx bench/run.ts [suite ...]   (default: all suites)
  */
 import { execFileSync } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import type { BenchResult } from './types.ts';
@@ -85,8 +87,27 @@ async function main(): Promise<void> {
     for (const result of runSuiteInChild(name)) rows.push({ suite: name, result });
   }
   const markdown = renderMarkdown(rows);
-  writeFileSync(fileURLToPath(new URL('./results/latest.md', import.meta.url)), markdown);
   process.stdout.write(markdown);
+  if (args.length === 0) {
+    writeFileSync(fileURLToPath(new URL('./results/latest.md', import.meta.url)), markdown);
+    updateReadme(markdown);
+  }
+}
+
+const README_START = '<!-- bench:table -->';
+const README_END = '<!-- /bench:table -->';
+
+/** Replaces the README's benchmark section (between the markers) with the latest results. */
+function updateReadme(markdown: string): void {
+  const path = fileURLToPath(new URL('../README.md', import.meta.url));
+  const readme = readFileSync(path, 'utf8');
+  const start = readme.indexOf(README_START);
+  const end = readme.indexOf(README_END);
+  if (start < 0 || end < start)
+    throw new Error(`README.md lacks the ${README_START} … ${README_END} markers`);
+  // The results file starts with its own heading; the README section already has one.
+  const body = markdown.replace(/^# Benchmark results\n\n/, '');
+  writeFileSync(path, `${readme.slice(0, start + README_START.length)}\n${body}${readme.slice(end)}`);
 }
 
 await main();
