@@ -12,6 +12,8 @@ export interface TemplateOptions {
   nodeId: string;
   /** absolute path of the home directory */
   home: string;
+  /** the admin bearer token file `init` created; absent: the key is left commented out */
+  adminTokenFile?: string;
   chain?: {
     id: string;
     keyLabel: string;
@@ -65,7 +67,7 @@ token_label = "cometkms"
 # Admin API (health, status, metrics, leadership transfer), host:port.
 listen = ${str(d.adminListen)}
 # File holding the bearer token required on every non-public route.
-# token_file = "/etc/cometkms/admin.token"
+${opts.adminTokenFile === undefined ? '# token_file = "/etc/cometkms/admin.token"' : `token_file = ${str(opts.adminTokenFile)}`}
 # Routes that need no token.
 # public_routes = ${JSON.stringify(d.adminPublicRoutes)}
 # Serve the admin API over TLS (both or neither).

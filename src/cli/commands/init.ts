@@ -1,4 +1,5 @@
 /** `cometkms init`: prepares a home directory (config.toml, state dir, transport identity). */
+import { randomBytes } from 'node:crypto';
 import { mkdir, stat, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -8,6 +9,9 @@ import { ConfigError, parseConfig } from '../../config/load.ts';
 import { configTemplate, type TemplateOptions } from '../../config/template.ts';
 import { loadOrCreateIdentity } from '../../privval/identity.ts';
 import { STATE_DIR } from '../../store/file.ts';
+
+/** The admin API token `init` creates in the home. */
+const ADMIN_TOKEN_FILE = 'admin.token';
 
 interface InitOptions {
   home: string;
@@ -58,7 +62,13 @@ async function exists(path: string): Promise<boolean> {
 async function runInit(o: InitOptions): Promise<void> {
   const home = resolve(o.home);
   const configPath = join(home, 'config.toml');
-  const text = configTemplate({ nodeId: o.nodeId ?? defaultNodeId(), home, chain: chainOptions(o) });
+  const adminTokenFile = join(home, ADMIN_TOKEN_FILE);
+  const text = configTemplate({
+    nodeId: o.nodeId ?? defaultNodeId(),
+    home,
+    adminTokenFile,
+    chain: chainOptions(o),
+  });
   // Validate what would be written before touching the disk, so bad options leave nothing behind.
   try {
     parseConfig(text, configPath, {});
@@ -75,11 +85,15 @@ async function runInit(o: InitOptions): Promise<void> {
   await mkdir(join(home, STATE_DIR), { recursive: true, mode: 0o700 });
   // 'wx' makes the no-overwrite rule hold even against a concurrent init.
   await writeFile(configPath, text, { flag: 'wx', mode: 0o600 });
+  // The admin API refuses every non-public route without a token: make one, so `cometkms status`
+  // works out of the box. 'wx' never replaces a token an operator already handed out.
+  await writeFile(adminTokenFile, `${randomBytes(32).toString('hex')}\n`, { flag: 'wx', mode: 0o600 });
   const identity = await loadOrCreateIdentity(home);
   const out = process.stdout;
   out.write(`initialised ${home}\n`);
   out.write(`  ${configPath}\n`);
   out.write(`  ${join(home, STATE_DIR)}/ (sign state, one file per chain)\n`);
+  out.write(`  ${adminTokenFile} (admin API bearer token, mode 0600)\n`);
   out.write(`  privval transport identity: node id ${identity.nodeId}\n\n`);
   out.write('next steps:\n');
   out.write(`  1. edit ${configPath}${o.chainId === undefined ? ' (the [[chain]] is a placeholder)' : ''}\n`);
