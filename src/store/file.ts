@@ -203,6 +203,8 @@ export class FileSignStateStore implements SignStateStore {
   private readonly unwritten = new Set<string>();
   /** tail of the per-chain write queue */
   private readonly tails = new Map<string, Promise<void>>();
+  /** {@link close} once it has begun: from then on no call may join the queues */
+  private closing: Promise<void> | undefined;
   private closed = false;
 
   private constructor(
@@ -300,9 +302,19 @@ export class FileSignStateStore implements SignStateStore {
     });
   }
 
-  /** Writes the signatures still only in memory, then releases the home lock. */
-  async close(): Promise<void> {
-    if (this.closed) return;
+  /**
+   * Lets the calls already queued finish, writes the signatures still only in memory, then
+   * releases the home lock. A call made once closing has begun is refused at once: it would run
+   * beside the writes below, and could resolve (a reservation reported durable) after the lock
+   * is gone and another process may own the home.
+   */
+  close(): Promise<void> {
+    this.closing ??= this.shutdown();
+    return this.closing;
+  }
+
+  private async shutdown(): Promise<void> {
+    // Nothing joins a queue any more, so these tails are the last ones.
     await Promise.all([...this.tails.values()]);
     try {
       for (const chainId of this.unwritten) {
@@ -345,6 +357,7 @@ export class FileSignStateStore implements SignStateStore {
 
   /** Runs `fn` after every earlier call for the same chain has finished (writes never interleave). */
   private async exclusive<T>(chainId: string, fn: () => Promise<T>): Promise<T> {
+    if (this.closing !== undefined) throw new StateStoreError('sign-state store is closed');
     const prev = this.tails.get(chainId) ?? Promise.resolve();
     let done!: () => void;
     const gate = new Promise<void>((resolve) => {

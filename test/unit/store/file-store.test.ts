@@ -166,6 +166,21 @@ describe('FileSignStateStore basics', () => {
     await assert.rejects(s.reserve(CHAIN, initialSignState(), S1), StateStoreError);
   });
 
+  test('once close() has begun, a new reservation is refused (it could land after the lock is released)', async () => {
+    const home = await newHome();
+    const s = await FileSignStateStore.open(home, { chainIds: [CHAIN] });
+    await s.reserve(CHAIN, initialSignState(), S1);
+    await s.recordSignature(CHAIN, S1, S1.signBytes, new Uint8Array([4]));
+    // A record queued before close() still lands and is written by it.
+    const queued = s.recordSignature(CHAIN, S1, S1.signBytes, new Uint8Array([5]));
+    const closing = s.close();
+    const late = s.reserve(CHAIN, { ...S1, signature: new Uint8Array([5]) }, S2);
+    await assert.rejects(late, StateStoreError);
+    await queued;
+    await closing;
+    assert.deepEqual(await readChainState(home, CHAIN), { ...S1, signature: new Uint8Array([5]) });
+  });
+
   test('open fails on a home without a state directory, telling to run init', async () => {
     const home = join(root, `bare-${n++}`);
     await mkdir(home);
