@@ -10,8 +10,9 @@ import { basename, dirname, join } from 'node:path';
  *
  * The system calls are synchronous on purpose. This sits on the signing hot path (every
  * reservation), and each async fs call is a separate thread-pool round trip: eight of them per
- * file cost several times the fsyncs themselves. Blocking the event loop for the ~0.5 ms of a
- * durable write is cheaper than that, and nothing else may happen for this chain meanwhile.
+ * file cost several times the fsyncs themselves. This blocks the whole event loop (every chain,
+ * the admin API, pings) for the ~0.5 ms of a durable write on a healthy disk; that is cheaper
+ * than the round trips, and a disk slow enough to matter would stall signing either way.
  */
 export async function writeFileDurable(path: string, data: string, mode = 0o600): Promise<void> {
   const dir = dirname(path);

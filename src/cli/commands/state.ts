@@ -127,12 +127,22 @@ async function show(o: Common & { json?: boolean }): Promise<void> {
 async function exportState(o: Common & { out?: string }): Promise<void> {
   const config = await prepare(o);
   const s = await readState(config, o.chainId);
+  // FilePV panics on a request at the stored HRS when sign bytes are stored without a signature
+  // (spec §7.1), and CometKMS records signatures lazily (etcd: never). Without sign bytes FilePV
+  // refuses that one HRS ("no SignBytes found") and signs above it: safe, and no crash.
+  const unsigned = s.signature.length === 0 && s.signBytes.length > 0;
+  if (unsigned) {
+    process.stderr.write(
+      `warning: no signature is recorded for the reservation at ${formatHrs(s)}; its sign bytes are left out, ` +
+        'so CometBFT will refuse that one height/round/step instead of crashing on it\n',
+    );
+  }
   const text = formatPrivValidatorState({
     height: s.height,
     round: s.round,
     step: s.step,
     signature: s.signature,
-    signBytes: s.signBytes,
+    signBytes: unsigned ? new Uint8Array() : s.signBytes,
   });
   if (o.out === undefined) {
     process.stdout.write(`${text}\n`);

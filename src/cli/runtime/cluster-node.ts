@@ -269,6 +269,7 @@ export class ClusterNode implements AdminRuntime {
         store: this.store,
         ...(chain.max_height_jump === undefined ? {} : { maxHeightJump: chain.max_height_jump }),
         onDecision: this.decisions.record,
+        onRecordFailure: this.decisions.recordFailure(chain.id),
       });
       this.chains.push({ config: chain, guard, validators: [] });
     }

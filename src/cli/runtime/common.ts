@@ -65,6 +65,12 @@ export class DecisionSink {
       this.log.debug(decisionLogFields(d), `${d.kind} ${d.outcome}`);
     }
   };
+
+  /** The `onRecordFailure` callback of the guard of `chainId`. */
+  recordFailure(chainId: string): (reason: string) => void {
+    return (reason) =>
+      this.log.warn({ chainId, reason }, 'signature not recorded (the reservation still binds its HRS)');
+  }
 }
 
 /** The fields of a decision worth a log line (bigint height as a string: JSON has no bigint). */

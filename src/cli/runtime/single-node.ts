@@ -175,6 +175,7 @@ export class SingleNode implements AdminRuntime {
         store,
         ...(chain.max_height_jump === undefined ? {} : { maxHeightJump: chain.max_height_jump }),
         onDecision: this.decisions.record,
+        onRecordFailure: this.decisions.recordFailure(chain.id),
       });
       await guard.init();
       this.chains.push({ config: chain, guard, validators: [] });
