@@ -2,6 +2,7 @@
  * Real etcd clusters for integration, chaos and bench runs: a thin wrapper over the launcher in
  * src/cluster/etcd-launcher.ts (shared with `cometkms demo`), plus cluster-layer test nodes.
  */
+import { after, before } from 'node:test';
 import { createEtcdClients, type EtcdClients } from '../../src/cluster/etcd-client.ts';
 import { type EtcdCluster, launchEtcdCluster } from '../../src/cluster/etcd-launcher.ts';
 import { Leadership } from '../../src/cluster/leadership.ts';
@@ -78,4 +79,55 @@ export function testNode(cluster: EtcdCluster, prefix: string, nodeId: string): 
       }
     },
   };
+}
+
+/** One etcd cluster for a whole test file, and the cluster-layer nodes its tests start. */
+export interface EtcdTestBed {
+  /** the running cluster (available once the file's `before` hook ran) */
+  readonly cluster: EtcdCluster;
+  /** a key prefix no other test of the file uses, so tests do not see each other's keys */
+  nextPrefix(): string;
+  /** builds a node under `prefix`; it is stopped (lease left to expire) after the file */
+  node(prefix: string, nodeId: string): TestNode;
+  /** starts a lone node `kms-1` under `prefix` and waits until it leads */
+  leaderNode(prefix: string): Promise<TestNode>;
+}
+
+/**
+ * Registers `before`/`after` hooks that start an etcd cluster for the calling test file and,
+ * at the end, stop every node the tests built and then the cluster, whatever failed.
+ */
+export function useEtcdTestBed(label: string, opts: EtcdClusterOptions = {}): EtcdTestBed {
+  let cluster: EtcdCluster | undefined;
+  let prefixes = 0;
+  const started: TestNode[] = [];
+  before(async () => {
+    cluster = await startEtcdCluster(opts);
+  });
+  after(async () => {
+    try {
+      await Promise.all(started.map((n) => n.stop({ revoke: false })));
+    } finally {
+      await cluster?.stop();
+    }
+  });
+  const bed: EtcdTestBed = {
+    get cluster(): EtcdCluster {
+      if (cluster === undefined) throw new Error('the etcd test bed is used before its before() hook ran');
+      return cluster;
+    },
+    nextPrefix: () => `${label}-${++prefixes}/`,
+    node(prefix, nodeId) {
+      const n = testNode(bed.cluster, prefix, nodeId);
+      started.push(n);
+      return n;
+    },
+    async leaderNode(prefix) {
+      const n = bed.node(prefix, 'kms-1');
+      await n.leadership.start();
+      await waitUntil('leadership', 5_000, () => n.leadership.role === 'leader');
+      return n;
+    },
+  };
+  return bed;
 }

@@ -1,30 +1,11 @@
 import assert from 'node:assert/strict';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import { compareHRS, Step } from '../../../src/cometbft/types.ts';
 import type { SignState } from '../../../src/store/types.ts';
-import {
-  type EtcdCluster,
-  startEtcdCluster,
-  type TestNode,
-  testNode,
-  waitUntil,
-} from '../../helpers/etcd-cluster.ts';
+import { type TestNode, useEtcdTestBed, waitUntil } from '../../helpers/etcd-cluster.ts';
 
 const CHAIN = 'fault-chain';
-let cluster: EtcdCluster;
-let prefixes = 0;
-const started: TestNode[] = [];
-
-before(async () => {
-  cluster = await startEtcdCluster({ members: 3, unsafeNoFsync: true });
-});
-after(async () => {
-  try {
-    await Promise.all(started.map((n) => n.stop({ revoke: false })));
-  } finally {
-    await cluster.stop();
-  }
-});
+const bed = useEtcdTestBed('faults', { members: 3, unsafeNoFsync: true });
 
 function vote(height: bigint, tag: string): SignState {
   return {
@@ -38,11 +19,7 @@ function vote(height: bigint, tag: string): SignState {
 }
 
 async function leaderNode(): Promise<TestNode> {
-  const n = testNode(cluster, `faults-${++prefixes}/`, 'kms-1');
-  started.push(n);
-  await n.leadership.start();
-  await waitUntil('leadership', 5_000, () => n.leadership.role === 'leader');
-  return n;
+  return await bed.leaderNode(bed.nextPrefix());
 }
 
 /**
@@ -80,9 +57,9 @@ test('without quorum a reservation fails within bounded time and never succeeds;
   let last = vote(1n, 'before');
   assert.deepEqual(await n.store.reserve(CHAIN, await n.store.load(CHAIN), last), { ok: true });
 
-  const raftLeader = await cluster.raftLeaderIndex();
+  const raftLeader = await bed.cluster.raftLeaderIndex();
   const victims = [0, 1, 2].filter((i) => i !== raftLeader);
-  await Promise.all(victims.map((i) => cluster.kill(i)));
+  await Promise.all(victims.map((i) => bed.cluster.kill(i)));
   try {
     // several attempts over the outage: each must throw, none may report success
     for (let h = 2n; h < 6n; h++) {
@@ -95,7 +72,7 @@ test('without quorum a reservation fails within bounded time and never succeeds;
       );
     }
   } finally {
-    for (const i of victims) await cluster.restart(i);
+    for (const i of victims) await bed.cluster.restart(i);
   }
   last = await reserveEventually(n, last, 15_000);
   assert.equal((await n.store.load(CHAIN)).height, last.height);
@@ -106,12 +83,12 @@ test('killing the etcd Raft leader: the store recovers and the state never goes 
   let last = vote(1n, 'start');
   assert.deepEqual(await n.store.reserve(CHAIN, await n.store.load(CHAIN), last), { ok: true });
   for (let round = 0; round < 2; round++) {
-    const victim = await cluster.raftLeaderIndex();
-    await cluster.kill(victim);
+    const victim = await bed.cluster.raftLeaderIndex();
+    await bed.cluster.kill(victim);
     try {
       last = await reserveEventually(n, last, 10_000);
     } finally {
-      await cluster.restart(victim);
+      await bed.cluster.restart(victim);
     }
   }
   assert.equal((await n.store.load(CHAIN)).height, last.height);
@@ -120,10 +97,10 @@ test('killing the etcd Raft leader: the store recovers and the state never goes 
 test('a frozen etcd member neither costs the lease nor stops reservations', async () => {
   const n = await leaderNode();
   const term = n.leadership.term;
-  const raftLeader = await cluster.raftLeaderIndex();
+  const raftLeader = await bed.cluster.raftLeaderIndex();
   const frozen = (raftLeader + 1) % 3;
   let cur = await n.store.load(CHAIN);
-  cluster.pause(frozen);
+  bed.cluster.pause(frozen);
   try {
     // 20 reservations spread over more than two lease TTLs
     for (let i = 0; i < 20; i++) {
@@ -133,7 +110,7 @@ test('a frozen etcd member neither costs the lease nor stops reservations', asyn
       await new Promise((r) => setTimeout(r, 100));
     }
   } finally {
-    cluster.resume(frozen);
+    bed.cluster.resume(frozen);
   }
   assert.equal(n.leadership.term, term);
   assert.equal(n.leadership.role, 'leader');

@@ -1,33 +1,13 @@
 import assert from 'node:assert/strict';
-import { after, before, test } from 'node:test';
-import {
-  type EtcdCluster,
-  startEtcdCluster,
-  type TestNode,
-  testNode,
-  waitUntil,
-} from '../../helpers/etcd-cluster.ts';
+import { test } from 'node:test';
+import { type TestNode, useEtcdTestBed, waitUntil } from '../../helpers/etcd-cluster.ts';
 
-let cluster: EtcdCluster;
-let prefixes = 0;
-const started: TestNode[] = [];
-
-before(async () => {
-  cluster = await startEtcdCluster({ members: 3, unsafeNoFsync: true });
-});
-after(async () => {
-  try {
-    await Promise.all(started.map((n) => n.stop({ revoke: false })));
-  } finally {
-    await cluster.stop();
-  }
-});
+const bed = useEtcdTestBed('leadership', { members: 3, unsafeNoFsync: true });
 
 /** Three started nodes under a fresh prefix. */
 async function threeNodes(): Promise<TestNode[]> {
-  const prefix = `leadership-${++prefixes}/`;
-  const nodes = ['kms-1', 'kms-2', 'kms-3'].map((id) => testNode(cluster, prefix, id));
-  started.push(...nodes);
+  const prefix = bed.nextPrefix();
+  const nodes = ['kms-1', 'kms-2', 'kms-3'].map((id) => bed.node(prefix, id));
   await Promise.all(nodes.map((n) => n.leadership.start()));
   return nodes;
 }

@@ -4,7 +4,7 @@
  * over bytes that are not the ones reserved in etcd.
  */
 import assert from 'node:assert/strict';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import { bytesToHex } from '@noble/hashes/utils.js';
 import type { Etcd3, ITxnRequest, ITxnResponse } from 'etcd3';
 import { voteExtensionSignBytes, voteSignBytes } from '../../../src/cometbft/signbytes.ts';
@@ -14,38 +14,15 @@ import { ChainGuard } from '../../../src/guard/chain-guard.ts';
 import type { Signer } from '../../../src/guard/signer.ts';
 import { decodeSignState, EtcdSignStateStore, etcdKeys } from '../../../src/store/etcd.ts';
 import type { SignState } from '../../../src/store/types.ts';
-import {
-  type EtcdCluster,
-  startEtcdCluster,
-  type TestNode,
-  testNode,
-  waitUntil,
-} from '../../helpers/etcd-cluster.ts';
+import { type TestNode, useEtcdTestBed } from '../../helpers/etcd-cluster.ts';
 import { blockId, CHAIN_ID, replyVote, SEED, ts, vote, voteRequest } from '../../helpers/guard-fixtures.ts';
 import { InMemorySigner } from '../../helpers/memory-signer.ts';
 
-let cluster: EtcdCluster;
-let prefixes = 0;
-const started: TestNode[] = [];
-
-before(async () => {
-  cluster = await startEtcdCluster({ members: 1, unsafeNoFsync: true });
-});
-after(async () => {
-  try {
-    await Promise.all(started.map((n) => n.stop({ revoke: false })));
-  } finally {
-    await cluster.stop();
-  }
-});
+const bed = useEtcdTestBed('review', { members: 1, unsafeNoFsync: true });
 
 async function leader(): Promise<{ node: TestNode; prefix: string }> {
-  const prefix = `review-${++prefixes}/`;
-  const node = testNode(cluster, prefix, 'kms-1');
-  started.push(node);
-  await node.leadership.start();
-  await waitUntil('leadership', 5_000, () => node.leadership.role === 'leader');
-  return { node, prefix };
+  const prefix = bed.nextPrefix();
+  return { node: await bed.leaderNode(prefix), prefix };
 }
 
 /** The state stored in etcd right now. */

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import { Step } from '../../../src/cometbft/types.ts';
 import {
   EtcdSignStateStore,
@@ -12,29 +12,10 @@ import {
   swapEtcdSignState,
 } from '../../../src/store/etcd.ts';
 import { initialSignState, type SignState } from '../../../src/store/types.ts';
-import {
-  type EtcdCluster,
-  startEtcdCluster,
-  type TestNode,
-  testNode,
-  waitUntil,
-} from '../../helpers/etcd-cluster.ts';
+import { type TestNode, useEtcdTestBed, waitUntil } from '../../helpers/etcd-cluster.ts';
 
 const CHAIN = 'test-chain';
-let cluster: EtcdCluster;
-let prefixes = 0;
-const started: TestNode[] = [];
-
-before(async () => {
-  cluster = await startEtcdCluster({ members: 3, unsafeNoFsync: true });
-});
-after(async () => {
-  try {
-    await Promise.all(started.map((n) => n.stop({ revoke: false })));
-  } finally {
-    await cluster.stop();
-  }
-});
+const bed = useEtcdTestBed('store', { members: 3, unsafeNoFsync: true });
 
 function state(height: bigint, round: number, step: number, bytes: string): SignState {
   return {
@@ -48,9 +29,8 @@ function state(height: bigint, round: number, step: number, bytes: string): Sign
 }
 
 async function nodes(ids: string[]): Promise<{ prefix: string; nodes: TestNode[] }> {
-  const prefix = `store-${++prefixes}/`;
-  const ns = ids.map((id) => testNode(cluster, prefix, id));
-  started.push(...ns);
+  const prefix = bed.nextPrefix();
+  const ns = ids.map((id) => bed.node(prefix, id));
   await Promise.all(ns.map((n) => n.leadership.start()));
   await waitUntil('a leader', 5_000, () => ns.some((n) => n.leadership.role === 'leader'));
   return { prefix, nodes: ns };
@@ -84,12 +64,13 @@ test('load creates the initial state; reserve writes it durably; recordSignature
 
 test('two stores racing conflicting reservations at one HRS: exactly one wins, the other sees its bytes', async () => {
   const {
+    prefix,
     nodes: [n],
   } = await nodes(['kms-1']);
   const a = n!.store;
   const b = new EtcdSignStateStore({
     client: n!.clients.client,
-    prefix: `store-${prefixes}/`,
+    prefix,
     leadership: n!.leadership,
   });
   const base = await a.load(CHAIN);
