@@ -9,11 +9,9 @@ import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import pino from 'pino';
-import { Metrics } from '../../../src/admin/metrics.ts';
-import { type AdminServer, startAdminServer } from '../../../src/admin/server.ts';
+import type { AdminServer } from '../../../src/admin/server.ts';
 import { freeLoopbackPort } from '../../../src/cluster/etcd-launcher.ts';
-import { FakeRuntime } from '../../unit/admin/fake-runtime.ts';
+import { FakeRuntime, startTestAdminServer } from '../../unit/admin/fake-runtime.ts';
 
 const REPO = join(import.meta.dirname, '../../..');
 const BIN = join(REPO, 'bin/cometkms.js');
@@ -49,14 +47,7 @@ let configFile: string;
 before(async () => {
   dir = await mkdtemp(join(tmpdir(), 'cometkms-admin-cli-'));
   runtime = new FakeRuntime();
-  server = await startAdminServer({
-    listen: '127.0.0.1:0',
-    runtime,
-    metrics: new Metrics({ processMetrics: false }),
-    token: TOKEN,
-    publicRoutes: ['/healthz', '/metrics'],
-    logger: pino({ level: 'silent' }),
-  });
+  server = await startTestAdminServer(runtime, TOKEN);
   url = `http://${server.address}`;
   tokenFile = join(dir, 'admin.token');
   await writeFile(tokenFile, `${TOKEN}\n`);

@@ -9,12 +9,10 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import pino from 'pino';
 import { type BrowserContext, chromium, type Page } from 'playwright-core';
-import { Metrics } from '../../../src/admin/metrics.ts';
-import { type AdminServer, startAdminServer } from '../../../src/admin/server.ts';
+import type { AdminServer } from '../../../src/admin/server.ts';
 import type { NodeStatus } from '../../../src/admin/types.ts';
-import { FakeRuntime } from '../../unit/admin/fake-runtime.ts';
+import { FakeRuntime, startTestAdminServer } from '../../unit/admin/fake-runtime.ts';
 
 const CHROMIUM = '/usr/bin/chromium';
 const TOKEN = 'page-test-token';
@@ -40,14 +38,7 @@ let base: string;
 before(async () => {
   dir = await mkdtemp(join(tmpdir(), 'cometkms-status-page-'));
   runtime = new ChangingRuntime();
-  server = await startAdminServer({
-    listen: '127.0.0.1:0',
-    runtime,
-    metrics: new Metrics({ processMetrics: false }),
-    token: TOKEN,
-    publicRoutes: ['/healthz', '/metrics'],
-    logger: pino({ level: 'silent' }),
-  });
+  server = await startTestAdminServer(runtime, TOKEN);
   base = `http://${server.address}`;
   context = await chromium.launchPersistentContext(join(dir, 'profile'), {
     executablePath: CHROMIUM,

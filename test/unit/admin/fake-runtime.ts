@@ -1,5 +1,8 @@
 /** A scriptable AdminRuntime for admin API tests. */
+import pino from 'pino';
+import { Metrics } from '../../../src/admin/metrics.ts';
 import type { AdminRuntime, Readiness, TransferResult } from '../../../src/admin/runtime-view.ts';
+import { type AdminServer, startAdminServer } from '../../../src/admin/server.ts';
 import type { NodeStatus } from '../../../src/admin/types.ts';
 
 /** A cluster leader signing two chains; tests mutate it between requests. */
@@ -70,4 +73,16 @@ export class FakeRuntime implements AdminRuntime {
     if (this.transferError !== undefined) throw this.transferError;
     return this.transferAnswer;
   }
+}
+
+/** An admin server on a free loopback port serving `runtime`, with the default public routes. */
+export async function startTestAdminServer(runtime: AdminRuntime, token: string): Promise<AdminServer> {
+  return await startAdminServer({
+    listen: '127.0.0.1:0',
+    runtime,
+    metrics: new Metrics({ processMetrics: false }),
+    token,
+    publicRoutes: ['/healthz', '/metrics'],
+    logger: pino({ level: 'silent' }),
+  });
 }
