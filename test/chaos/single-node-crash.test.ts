@@ -16,6 +16,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { bytesEqual } from '../../src/cometbft/bytes.ts';
 import { compareHRS } from '../../src/cometbft/types.ts';
 import { Rng } from '../../src/simulator/rng.ts';
 import { SignRecord } from '../../src/simulator/sign-record.ts';
@@ -37,8 +38,6 @@ const RUN_MIN_MS = 50;
 const RUN_MAX_MS = 1500;
 /** Chance, per durable reservation, that an armed node kills itself right after it. */
 const HOOK_PROBABILITY = 0.03;
-
-const sameBytes = (a: Uint8Array, b: Uint8Array): boolean => Buffer.from(a).equals(Buffer.from(b));
 
 describe('single node: SIGKILL at random moments', () => {
   let token: SoftHsmToken;
@@ -98,7 +97,10 @@ describe('single node: SIGKILL at random moments', () => {
       const order = compareHRS(now, prev);
       assert.ok(order >= 0, `${when}: state went backwards from ${formatHrs(prev)} to ${formatHrs(now)}`);
       if (order === 0 && prev.signBytes.length > 0) {
-        assert.ok(sameBytes(now.signBytes, prev.signBytes), `${when}: other sign bytes at ${formatHrs(now)}`);
+        assert.ok(
+          bytesEqual(now.signBytes, prev.signBytes),
+          `${when}: other sign bytes at ${formatHrs(now)}`,
+        );
       }
       history.push(now);
       return now;
