@@ -1,11 +1,12 @@
 import { Command, CommanderError } from 'commander';
+import { VERSION } from '../version.ts';
 import { commands } from './commands/index.ts';
 
 /** Builds the `cometkms` command tree. Each subcommand lives in its own module under commands/. */
 export function buildProgram(): Command {
   const program = new Command('cometkms')
     .description('HSM-backed, highly available remote signer for CometBFT validators')
-    .version('0.1.0')
+    .version(VERSION)
     .showHelpAfterError()
     .exitOverride();
   for (const register of commands) register(program);

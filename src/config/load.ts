@@ -30,6 +30,12 @@ export const CONFIG_DEFAULTS = {
   leaseTtlS: 1,
   etcdPrefix: '/cometkms/',
   etcdCallTimeoutMs: 300,
+  /**
+   * Default `max_height_jump`: a little over a day of 1 s blocks (86 400), so a validator that was
+   * offline for a day still signs on its return, while one hostile request far above the chain
+   * (up to 2^62) cannot burn every height below it for good.
+   */
+  maxHeightJump: 100_000,
 } as const;
 
 /** Environment variables that override a key of the file. */
@@ -352,16 +358,14 @@ function readChain(s: Section): ChainSection {
       v.fail('addr', `duplicate validator address ${JSON.stringify(addr)}`);
     validators.push({ addr });
   }
-  const chain: ChainSection = {
+  return {
     id,
     key_label: s.string('key_label'),
     key_type: s.oneOf('key_type', KEY_TYPES),
     protocol: s.oneOf<ProtocolVersion>('protocol', PROTOCOL_VERSIONS),
+    max_height_jump: s.integer('max_height_jump', 1, Number.MAX_SAFE_INTEGER, CONFIG_DEFAULTS.maxHeightJump),
     validators,
   };
-  if (s.has('max_height_jump'))
-    chain.max_height_jump = s.integer('max_height_jump', 1, Number.MAX_SAFE_INTEGER);
-  return chain;
 }
 
 /**

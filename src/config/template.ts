@@ -98,8 +98,10 @@ key_label = ${str(c.keyLabel)}
 key_type = ${str(c.keyType)}
 # "v0.34" | "v0.37" | "v0.38" | "v1.0"
 protocol = ${str(c.protocol)}
-# Refuse a height more than this far above the last signed one (no limit when unset).
-# max_height_jump = 1000
+# Refuse a height more than this far above the last signed one. The default, a little over a
+# day of 1 s blocks, lets a validator that was offline for a day sign again, and stops one
+# hostile request far above the chain from burning every height below it.
+max_height_jump = ${d.maxHeightJump}
 
 # One [[chain.validator]] per node endpoint to dial: tcp://host:port or unix:///abs/path.
 [[chain.validator]]

@@ -62,8 +62,8 @@ export interface ChainSection {
   key_label: string;
   key_type: KeyType;
   protocol: ProtocolVersion;
-  /** refuse a height more than this far above the last signed one; absent: no limit */
-  max_height_jump?: number;
+  /** refuse a height more than this far above the last signed one (default 100 000) */
+  max_height_jump: number;
   validators: ValidatorSection[];
 }
 

@@ -267,7 +267,7 @@ export class ClusterNode implements AdminRuntime {
         protocol: chain.protocol,
         signer: this.health.observe(signers[i]!),
         store: this.store,
-        ...(chain.max_height_jump === undefined ? {} : { maxHeightJump: chain.max_height_jump }),
+        maxHeightJump: chain.max_height_jump,
         onDecision: this.decisions.record,
         onRecordFailure: this.decisions.recordFailure(chain.id),
       });

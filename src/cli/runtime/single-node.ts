@@ -173,7 +173,7 @@ export class SingleNode implements AdminRuntime {
         protocol: chain.protocol,
         signer: this.health.observe(signers[i]!),
         store,
-        ...(chain.max_height_jump === undefined ? {} : { maxHeightJump: chain.max_height_jump }),
+        maxHeightJump: chain.max_height_jump,
         onDecision: this.decisions.record,
         onRecordFailure: this.decisions.recordFailure(chain.id),
       });

@@ -61,6 +61,7 @@ describe('parseConfig', () => {
           key_label: 'val',
           key_type: 'ed25519',
           protocol: 'v0.38',
+          max_height_jump: 100_000,
           validators: [{ addr: 'tcp://10.0.0.5:26659' }],
         },
       ],

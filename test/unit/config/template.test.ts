@@ -39,6 +39,7 @@ describe('configTemplate', () => {
         key_label: 'val\\x',
         key_type: 'secp256k1',
         protocol: 'v0.34',
+        max_height_jump: 100_000,
         validators: [{ addr: 'unix:///run/v.sock' }],
       },
     ]);
@@ -68,7 +69,7 @@ describe('configTemplate', () => {
       'tls_cert_file',
       'tls_key_file',
     ]);
-    assert.equal(c.chains[0]!.max_height_jump, 1000);
+    assert.equal(c.chains[0]!.max_height_jump, 100_000);
     assert.equal(c.chains[0]!.validators.length, 2);
   });
 });
