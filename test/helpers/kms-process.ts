@@ -9,16 +9,13 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import type { NodeStatus } from '../../src/admin/types.ts';
 import type { KeyType, ProtocolVersion, PubKey } from '../../src/cometbft/types.ts';
 import { openHsm } from '../../src/pkcs11/hsm.ts';
 import { loadOrCreateIdentity } from '../../src/privval/identity.ts';
 import { STATE_DIR } from '../../src/store/file.ts';
+import { freshCli } from './dist.ts';
 import type { SoftHsmToken } from './softhsm.ts';
-
-/** The repository's CLI entry point. */
-export const CLI = fileURLToPath(new URL('../../bin/cometkms.js', import.meta.url));
 
 /** One [[chain]] of the generated config. */
 export interface KmsChain {
@@ -203,10 +200,10 @@ export class KmsProcess {
     });
   }
 
-  /** Spawns `node bin/cometkms.js ...args` with exactly `env`. */
+  /** Spawns `node bin/cometkms.js ...args` with exactly `env` (from a dist/ built from the current src/). */
   static spawn(args: string[], env: NodeJS.ProcessEnv): KmsProcess {
     return new KmsProcess(
-      spawn(process.execPath, [CLI, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] }),
+      spawn(process.execPath, [freshCli(), ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] }),
     );
   }
 

@@ -7,8 +7,9 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { configTemplate } from '../../../src/config/template.ts';
 import { SOFTHSM_MODULE } from '../../../src/pkcs11/softhsm.ts';
+import { freshCli } from '../../helpers/dist.ts';
 
-const BIN = new URL('../../../bin/cometkms.js', import.meta.url).pathname;
+const BIN = freshCli();
 const vectors = JSON.parse(
   await readFile(new URL('../../vectors/upstream/crypto-keys.json', import.meta.url), 'utf8'),
 );
