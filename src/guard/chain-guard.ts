@@ -18,7 +18,7 @@ import {
   type Vote,
 } from '../cometbft/types.ts';
 import { verifySignature } from '../cometbft/verify.ts';
-import type { RequestHandler } from '../privval/handler.ts';
+import type { RequestContext, RequestHandler } from '../privval/handler.ts';
 import type { ReserveResult, SignState, SignStateStore } from '../store/types.ts';
 import type { DecisionKind, DecisionOutcome, GuardDecision } from './decision.ts';
 import { extensionPolicy } from './extensions.ts';
@@ -169,23 +169,19 @@ export class ChainGuard implements RequestHandler {
    * Answers one privval request (spec §8): PubKey, SignVote and SignProposal as described on the
    * class; SignBytes is refused; Ping gets a PingResponse; anything else an empty Message.
    */
-  async handle(request: PrivvalMessage): Promise<PrivvalMessage> {
+  async handle(request: PrivvalMessage, ctx?: RequestContext): Promise<PrivvalMessage> {
     switch (request.kind) {
       case 'pubKeyRequest':
-        return this.process('pubkey', refusedPubKey, async () => this.pubKey(request.chainId));
+        return this.process('pubkey', refusedPubKey, async () => this.pubKey(request.chainId), ctx);
       case 'signVoteRequest':
-        return this.process('vote', refusedVote, (trace) => this.signVote(request, trace));
+        return this.process('vote', refusedVote, (trace) => this.signVote(request, trace), ctx);
       case 'signProposalRequest':
-        return this.process('proposal', refusedProposal, (trace) => this.signProposal(request, trace));
+        return this.process('proposal', refusedProposal, (trace) => this.signProposal(request, trace), ctx);
       case 'signBytesRequest':
         // v1.0 SignBytes signs arbitrary bytes as they are, with no HRS check. With a validator
         // key those bytes could be the canonical sign bytes of a conflicting vote or proposal,
         // so serving it would be a way around every guard rule. CometKMS never does.
-        return this.process('sign_bytes', refusedSignBytes, async () => {
-          throw new Refusal(
-            'unable to sign bytes: CometKMS does not sign arbitrary bytes with a validator key',
-          );
-        });
+        return this.process('sign_bytes', refusedSignBytes, async () => refuseSignBytes(), ctx);
       case 'pingRequest':
         return { kind: 'pingResponse' };
       default:
@@ -201,6 +197,7 @@ export class ChainGuard implements RequestHandler {
     kind: DecisionKind,
     refuse: (description: string) => PrivvalMessage,
     body: (trace: Trace) => Promise<{ reply: PrivvalMessage; outcome: DecisionOutcome }>,
+    ctx?: RequestContext,
   ): Promise<PrivvalMessage> {
     const start = this.now();
     const trace: Trace = {};
@@ -226,7 +223,7 @@ export class ChainGuard implements RequestHandler {
       }
       return result;
     });
-    this.report(kind, outcome, trace, this.now() - start);
+    this.report(kind, outcome, trace, this.now() - start, ctx);
     return reply;
   }
 
@@ -510,9 +507,16 @@ export class ChainGuard implements RequestHandler {
     return ctx;
   }
 
-  private report(kind: DecisionKind, outcome: DecisionOutcome, trace: Trace, latencyMs: number): void {
+  private report(
+    kind: DecisionKind,
+    outcome: DecisionOutcome,
+    trace: Trace,
+    latencyMs: number,
+    ctx?: RequestContext,
+  ): void {
     if (this.onDecision === undefined) return;
-    const decision: GuardDecision = { chainId: this.chainId, kind, outcome, latencyMs };
+    // who asked (endpoint, remote node, forwarding node): named in the decision, never decides it
+    const decision: GuardDecision = { chainId: this.chainId, kind, outcome, latencyMs, ...ctx };
     if (trace.type !== undefined) decision.type = trace.type;
     if (trace.height !== undefined) decision.height = trace.height;
     if (trace.round !== undefined) decision.round = trace.round;
@@ -526,6 +530,10 @@ export class ChainGuard implements RequestHandler {
       // An observer's failure must not change what the node is told.
     }
   }
+}
+
+function refuseSignBytes(): never {
+  throw new Refusal('unable to sign bytes: CometKMS does not sign arbitrary bytes with a validator key');
 }
 
 /** Computes sign bytes; a CodecError (e.g. a hash that is neither 0 nor 32 bytes) is a refusal. */

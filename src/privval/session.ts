@@ -30,7 +30,7 @@ import { CodecError } from '../cometbft/errors.ts';
 import { FrameDecoder, lengthPrefixed } from '../cometbft/framing.ts';
 import { decodeMessage, encodeMessage } from '../cometbft/messages.ts';
 import type { PrivvalMessage, ProtocolVersion } from '../cometbft/types.ts';
-import type { RequestHandler } from './handler.ts';
+import type { RequestContext, RequestHandler } from './handler.ts';
 
 /** Largest reply body a v0.34–v1.0 node reads (spec §1.2: compared with the length value). */
 export const MAX_REPLY_SIZE = 10240;
@@ -43,6 +43,8 @@ export const DEFAULT_IDLE_TIMEOUT_MS = 10_000;
 export interface SessionOptions {
   version: ProtocolVersion;
   handler: RequestHandler;
+  /** handed to the handler with every request (which endpoint, which remote node) */
+  context?: RequestContext;
   /** Largest accepted request body; a longer length prefix closes the connection. Default 1 MiB. */
   maxRequestSize?: number;
   /** Silence (no bytes received while waiting for a request) that ends the session. Default 10 s. */
@@ -191,7 +193,7 @@ class Session {
 
     let reply: PrivvalMessage;
     try {
-      reply = await this.opts.handler.handle(request);
+      reply = await this.opts.handler.handle(request, this.opts.context);
     } catch (err) {
       this.log.error(
         { err, request: request.kind },

@@ -14,13 +14,13 @@ import { clusterEtcdOptions } from '../../cluster/etcd-config.ts';
 import { loadClusterTls } from '../../cluster/tls.ts';
 import { formatPrivValidatorState, parsePrivValidatorState } from '../../cometbft/privval-files.ts';
 import { compareHRS } from '../../cometbft/types.ts';
-import { assertHomeInitialised } from '../../config/home.ts';
 import { loadConfig } from '../../config/load.ts';
 import type { ClusterSection, Config } from '../../config/types.ts';
 import { decodeSignState, etcdKeys, readEtcdStateRecord, swapEtcdSignState } from '../../store/etcd.ts';
 import { FileSignStateStore, readChainState } from '../../store/file.ts';
 import { formatHrs } from '../../store/state-codec.ts';
 import { initialSignState, type SignState } from '../../store/types.ts';
+import { assertHomeInitialised } from '../runtime/home.ts';
 
 interface Common {
   config: string;

@@ -11,7 +11,9 @@ import type { Metrics } from '../../admin/metrics.ts';
 import type { AdminRuntime } from '../../admin/runtime-view.ts';
 import { type AdminServer, startAdminServer } from '../../admin/server.ts';
 import type { ChainStatus, HsmStatus } from '../../admin/types.ts';
-import type { HRS } from '../../cometbft/types.ts';
+import { toHexUpper, validatorAddress } from '../../cometbft/keys.ts';
+import type { HRS, PubKey } from '../../cometbft/types.ts';
+import { ConfigError } from '../../config/load.ts';
 import { readSecretFile } from '../../config/secrets.ts';
 import type { ChainSection, Config } from '../../config/types.ts';
 import type { GuardDecision } from '../../guard/decision.ts';
@@ -73,7 +75,11 @@ export class DecisionSink {
   }
 }
 
-/** The fields of a decision worth a log line (bigint height as a string: JSON has no bigint). */
+/**
+ * The fields of a decision worth a log line (bigint height as a string: JSON has no bigint). A
+ * refusal names everything an operator needs to find who asked: the chain, the HRS, the reason,
+ * the validator endpoint and the remote node's id (or the cluster node that forwarded it).
+ */
 function decisionLogFields(d: GuardDecision): Record<string, unknown> {
   return {
     chainId: d.chainId,
@@ -81,7 +87,28 @@ function decisionLogFields(d: GuardDecision): Record<string, unknown> {
     outcome: d.outcome,
     ...(d.height === undefined ? {} : { height: d.height.toString(), round: d.round, step: d.step }),
     ...(d.reason === undefined ? {} : { reason: d.reason }),
+    ...(d.endpoint === undefined ? {} : { endpoint: d.endpoint }),
+    ...(d.remoteNodeId === undefined ? {} : { remoteNodeId: d.remoteNodeId }),
+    ...(d.forwardedBy === undefined ? {} : { forwardedBy: d.forwardedBy }),
     latencyMs: Math.round(d.latencyMs * 1000) / 1000,
+  };
+}
+
+/** What lifecycle log lines (start, takeover, step-down, stop) say about one chain. */
+export interface ChainLogSummary {
+  chainId: string;
+  /** the validator address of the chain's key (uppercase hex, as CometBFT prints it) */
+  keyAddress: string;
+  /** the last reserved `height/round/step` (as `cometkms status` writes it), or null when unknown */
+  lastHrs: string | null;
+}
+
+/** The summary of one chain for lifecycle log lines. */
+export function chainLogSummary(chainId: string, pubKey: PubKey, hrs: HRS | undefined): ChainLogSummary {
+  return {
+    chainId,
+    keyAddress: toHexUpper(validatorAddress(pubKey)),
+    lastHrs: hrs === undefined ? null : `${hrs.height}/${hrs.round}/${hrs.step}`,
   };
 }
 
@@ -90,6 +117,25 @@ export interface NodeAdmin {
   server: AdminServer;
   /** `http://host:port` or `https://host:port` (the bound port when `listen` asked for 0) */
   url: string;
+}
+
+/** The admin API's secrets: the bearer token and, when configured, its TLS certificate and key. */
+export interface AdminSecrets {
+  token?: string;
+  tls?: { cert: Buffer; key: Buffer };
+}
+
+/**
+ * Reads `admin.token_file` and `admin.tls_cert_file`/`tls_key_file` (the token and the key are
+ * secret files: mode 0600). Throws a ConfigError naming the file.
+ */
+export async function readAdminSecrets(config: Config): Promise<AdminSecrets> {
+  const token =
+    config.admin.token_file === undefined
+      ? undefined
+      : await readSecretFile(config.admin.token_file, 'admin token');
+  const tls = await adminTls(config);
+  return { ...(token === undefined ? {} : { token }), ...(tls === undefined ? {} : { tls }) };
 }
 
 /**
@@ -102,11 +148,7 @@ export async function startNodeAdmin(
   metrics: Metrics,
   log: pino.Logger,
 ): Promise<NodeAdmin> {
-  const token =
-    config.admin.token_file === undefined
-      ? undefined
-      : await readSecretFile(config.admin.token_file, 'admin token');
-  const tls = await adminTls(config);
+  const { token, tls } = await readAdminSecrets(config);
   let server: AdminServer;
   try {
     server = await startAdminServer({
@@ -134,7 +176,7 @@ async function adminTls(config: Config): Promise<{ cert: Buffer; key: Buffer } |
   try {
     cert = await readFile(certFile);
   } catch (err) {
-    throw new Error(`admin.tls_cert_file ${certFile}: ${(err as Error).message}`);
+    throw new ConfigError(`admin.tls_cert_file ${certFile}: ${(err as Error).message}`);
   }
   return { cert, key: Buffer.from(await readSecretFile(keyFile, 'admin TLS key')) };
 }
