@@ -200,11 +200,12 @@ export class KmsProcess {
     });
   }
 
-  /** Spawns `node bin/cometkms.js ...args` with exactly `env` (from a dist/ built from the current src/). */
-  static spawn(args: string[], env: NodeJS.ProcessEnv): KmsProcess {
-    return new KmsProcess(
-      spawn(process.execPath, [freshCli(), ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] }),
-    );
+  /**
+   * Spawns `node bin/cometkms.js ...args` with exactly `env` (from a dist/ built from the current
+   * src/), or another copy of the command given as `cli`.
+   */
+  static spawn(args: string[], env: NodeJS.ProcessEnv, cli = freshCli()): KmsProcess {
+    return new KmsProcess(spawn(process.execPath, [cli, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] }));
   }
 
   get pid(): number {
