@@ -205,7 +205,9 @@ export class KmsProcess {
    * src/), or another copy of the command given as `cli`.
    */
   static spawn(args: string[], env: NodeJS.ProcessEnv, cli = freshCli()): KmsProcess {
-    return new KmsProcess(spawn(process.execPath, [cli, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] }));
+    return new KmsProcess(
+      spawn(process.execPath, [cli, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] }),
+    );
   }
 
   get pid(): number {
