@@ -13,7 +13,7 @@ import { loadClusterTls } from '../../cluster/tls.ts';
 import { toHexUpper, validatorAddress } from '../../cometbft/keys.ts';
 import { loadConfig } from '../../config/load.ts';
 import { readChainState } from '../../store/file.ts';
-import { readAdminSecrets } from '../runtime/common.ts';
+import { readAdminSecrets } from '../runtime/admin-secrets.ts';
 import { assertHomeInitialised } from '../runtime/home.ts';
 import { openNodeHsm } from '../runtime/hsm-keys.ts';
 

@@ -9,7 +9,6 @@
 import { readFile, writeFile } from 'node:fs/promises';
 import type { Command } from 'commander';
 import type { Etcd3 } from 'etcd3';
-import { createEtcdClient } from '../../cluster/etcd-client.ts';
 import { clusterEtcdOptions } from '../../cluster/etcd-config.ts';
 import { loadClusterTls } from '../../cluster/tls.ts';
 import { formatPrivValidatorState, parsePrivValidatorState } from '../../cometbft/privval-files.ts';
@@ -45,6 +44,8 @@ async function prepare(o: Common): Promise<Config> {
 
 /** Runs `fn` with an etcd client built from `[cluster]` exactly as `start` builds it. */
 async function withEtcd<T>(cluster: ClusterSection, fn: (client: Etcd3) => Promise<T>): Promise<T> {
+  // Loaded only here: the etcd client (gRPC) would add a third to every command's start-up.
+  const { createEtcdClient } = await import('../../cluster/etcd-client.ts');
   const client = createEtcdClient(await clusterEtcdOptions(cluster, await loadClusterTls(cluster)));
   try {
     return await fn(client);

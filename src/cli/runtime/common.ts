@@ -3,7 +3,7 @@
  * decision sink, the admin API (token, optional TLS), validator dialers with their metrics, the
  * /status pieces built from them, and the step runner of a graceful shutdown.
  */
-import { mkdir, readFile } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type pino from 'pino';
 import { AuditLog } from '../../admin/audit.ts';
@@ -13,14 +13,13 @@ import { type AdminServer, startAdminServer } from '../../admin/server.ts';
 import type { ChainStatus, HsmStatus } from '../../admin/types.ts';
 import { toHexUpper, validatorAddress } from '../../cometbft/keys.ts';
 import type { HRS, PubKey } from '../../cometbft/types.ts';
-import { ConfigError } from '../../config/load.ts';
-import { readSecretFile } from '../../config/secrets.ts';
 import type { ChainSection, Config } from '../../config/types.ts';
 import type { GuardDecision } from '../../guard/decision.ts';
 import type { Hsm } from '../../pkcs11/hsm.ts';
 import { ValidatorDialer } from '../../privval/dialer.ts';
 import type { RequestHandler } from '../../privval/handler.ts';
 import type { TransportIdentity } from '../../privval/identity.ts';
+import { readAdminSecrets } from './admin-secrets.ts';
 import type { HsmHealth } from './hsm-health.ts';
 
 /** Where the audit log of a home lives. */
@@ -119,25 +118,6 @@ export interface NodeAdmin {
   url: string;
 }
 
-/** The admin API's secrets: the bearer token and, when configured, its TLS certificate and key. */
-export interface AdminSecrets {
-  token?: string;
-  tls?: { cert: Buffer; key: Buffer };
-}
-
-/**
- * Reads `admin.token_file` and `admin.tls_cert_file`/`tls_key_file` (the token and the key are
- * secret files: mode 0600). Throws a ConfigError naming the file.
- */
-export async function readAdminSecrets(config: Config): Promise<AdminSecrets> {
-  const token =
-    config.admin.token_file === undefined
-      ? undefined
-      : await readSecretFile(config.admin.token_file, 'admin token');
-  const tls = await adminTls(config);
-  return { ...(token === undefined ? {} : { token }), ...(tls === undefined ? {} : { tls }) };
-}
-
 /**
  * Starts the admin API of `config` over `runtime`: bearer token from `admin.token_file`, TLS
  * when `admin.tls_cert_file`/`tls_key_file` are set. A bind failure names `admin.listen`.
@@ -166,19 +146,6 @@ export async function startNodeAdmin(
     );
   }
   return { server, url: `${tls === undefined ? 'http' : 'https'}://${server.address}` };
-}
-
-/** The admin API's certificate and key when configured; the key is a secret file (mode 0600). */
-async function adminTls(config: Config): Promise<{ cert: Buffer; key: Buffer } | undefined> {
-  const { tls_cert_file: certFile, tls_key_file: keyFile } = config.admin;
-  if (certFile === undefined || keyFile === undefined) return undefined;
-  let cert: Buffer;
-  try {
-    cert = await readFile(certFile);
-  } catch (err) {
-    throw new ConfigError(`admin.tls_cert_file ${certFile}: ${(err as Error).message}`);
-  }
-  return { cert, key: Buffer.from(await readSecretFile(keyFile, 'admin TLS key')) };
 }
 
 /** One validator endpoint of a chain and the dialer that serves it. */
