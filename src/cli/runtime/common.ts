@@ -9,7 +9,7 @@ import type pino from 'pino';
 import { AuditLog } from '../../admin/audit.ts';
 import type { Metrics } from '../../admin/metrics.ts';
 import type { AdminRuntime } from '../../admin/runtime-view.ts';
-import { type AdminServer, startAdminServer } from '../../admin/server.ts';
+import type { AdminServer } from '../../admin/server.ts';
 import type { ChainStatus, HsmStatus } from '../../admin/types.ts';
 import { toHexUpper, validatorAddress } from '../../cometbft/keys.ts';
 import type { HRS, PubKey } from '../../cometbft/types.ts';
@@ -129,6 +129,8 @@ export async function startNodeAdmin(
   log: pino.Logger,
 ): Promise<NodeAdmin> {
   const { token, tls } = await readAdminSecrets(config);
+  // Loaded when a node starts, not by every command that imports this module (the demo does).
+  const { startAdminServer } = await import('../../admin/server.ts');
   let server: AdminServer;
   try {
     server = await startAdminServer({
