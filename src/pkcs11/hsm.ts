@@ -305,7 +305,8 @@ export class Hsm {
     }
     return this.#withLogin(pin, async (session) => {
       this.#assertLabelFree(session, label);
-      // Two labels for one key would let two chains (or two guards) sign with the same key.
+      // Two labels for one key would let two configurations, each with its own guard and sign
+      // state, sign with the same key without anyone noticing.
       const twin = this.#listKeys(session).find(
         (k) => k.type === type && bytesEqual(k.pubKey.bytes, pubKey.bytes),
       );
