@@ -34,6 +34,8 @@ export async function startTlsEtcd(certs: NodeCertFiles[]): Promise<TlsEtcd> {
   const ports: Array<{ client: number; peer: number }> = [];
   for (const _ of certs) ports.push({ client: await freeLoopbackPort(), peer: await freeLoopbackPort() });
   const initialCluster = ports.map((p, i) => `m${i}=https://127.0.0.1:${p.peer}`).join(',');
+  // one token for every member: members with different tokens form different clusters
+  const clusterToken = `tls-${process.pid}-${Date.now()}`;
   const procs = certs.map((c, i) => {
     const { client, peer } = ports[i]!;
     const tlsFlags = (prefix: string) => [
@@ -53,7 +55,7 @@ export async function startTlsEtcd(certs: NodeCertFiles[]): Promise<TlsEtcd> {
         `--initial-advertise-peer-urls=https://127.0.0.1:${peer}`,
         `--initial-cluster=${initialCluster}`,
         '--initial-cluster-state=new',
-        `--initial-cluster-token=tls-${process.pid}-${Date.now()}`,
+        `--initial-cluster-token=${clusterToken}`,
         '--heartbeat-interval=50',
         '--election-timeout=500',
         '--logger=zap',
