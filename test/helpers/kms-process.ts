@@ -13,7 +13,8 @@ import type { NodeStatus } from '../../src/admin/types.ts';
 import type { KeyType, ProtocolVersion, PubKey } from '../../src/cometbft/types.ts';
 import { openHsm } from '../../src/pkcs11/hsm.ts';
 import { loadOrCreateIdentity } from '../../src/privval/identity.ts';
-import { STATE_DIR } from '../../src/store/file.ts';
+import { FileSignStateStore, STATE_DIR } from '../../src/store/file.ts';
+import { freshSignState } from '../../src/store/types.ts';
 import { freshCli } from './dist.ts';
 import type { SoftHsmToken } from './softhsm.ts';
 
@@ -41,6 +42,12 @@ export interface KmsHomeOptions {
   initialise?: boolean;
   /** raw TOML appended to the generated config */
   extraToml?: string;
+  /**
+   * The sign state each chain starts with in the home's file store, as `cometkms state init
+   * --height H` creates it (default 0n); `null`: none (a node then refuses to start, or, in
+   * cluster mode, the state lives in etcd).
+   */
+  stateHeight?: bigint | null;
 }
 
 /**
@@ -114,6 +121,15 @@ export class KmsHome {
         `${chains}\n${opts.extraToml ?? ''}`;
       const configPath = join(dir, 'config.toml');
       await writeFile(configPath, config, { mode: 0o600 });
+      const stateHeight = opts.stateHeight === undefined ? 0n : opts.stateHeight;
+      if (stateHeight !== null && (opts.initialise ?? true)) {
+        const store = await FileSignStateStore.open(home);
+        try {
+          for (const c of opts.chains) await store.initialize(c.id, freshSignState(stateHeight));
+        } finally {
+          await store.close();
+        }
+      }
       return new KmsHome(dir, home, configPath, adminToken, opts);
     } catch (err) {
       await rm(dir, { recursive: true, force: true });
@@ -202,11 +218,13 @@ export class KmsProcess {
 
   /**
    * Spawns `node bin/cometkms.js ...args` with exactly `env` (from a dist/ built from the current
-   * src/), or another copy of the command given as `cli`.
+   * src/, or the copy of the command given as `cli`); with `wrapper` (e.g. `['unshare', '-n']`),
+   * as `wrapper... node bin/cometkms.js ...args`.
    */
-  static spawn(args: string[], env: NodeJS.ProcessEnv, cli = freshCli()): KmsProcess {
+  static spawn(args: string[], env: NodeJS.ProcessEnv, wrapper: string[] = [], cli = freshCli()): KmsProcess {
+    const [command, ...prefix] = [...wrapper, process.execPath];
     return new KmsProcess(
-      spawn(process.execPath, [cli, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] }),
+      spawn(command as string, [...prefix, cli, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] }),
     );
   }
 

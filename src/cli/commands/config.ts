@@ -7,12 +7,16 @@
  * cluster's sign state lives in etcd and is not read. Exit 0, or the first error with the exit
  * code of its class (errors.ts).
  */
+import { join } from 'node:path';
 import type { Command } from 'commander';
 import { clusterEtcdOptions } from '../../cluster/etcd-config.ts';
 import { loadClusterTls } from '../../cluster/tls.ts';
 import { toHexUpper, validatorAddress } from '../../cometbft/keys.ts';
 import { loadConfig } from '../../config/load.ts';
-import { readChainState } from '../../store/file.ts';
+import type { Config } from '../../config/types.ts';
+import { StateMissingError, stateRemedy } from '../../store/errors.ts';
+import { readChainState, STATE_DIR } from '../../store/file.ts';
+import type { SignState } from '../../store/types.ts';
 import { readAdminSecrets } from '../runtime/admin-secrets.ts';
 import { assertHomeInitialised } from '../runtime/home.ts';
 import { openNodeHsm } from '../runtime/hsm-keys.ts';
@@ -25,10 +29,7 @@ async function runCheck(o: { config: string }): Promise<void> {
   if (config.cluster !== undefined) {
     await clusterEtcdOptions(config.cluster, await loadClusterTls(config.cluster));
   }
-  const states =
-    config.cluster === undefined
-      ? await Promise.all(config.chains.map((c) => readChainState(home, c.id)))
-      : undefined;
+  const states = config.cluster === undefined ? await singleNodeStates(config) : undefined;
   const { hsm, signers } = await openNodeHsm(config);
   try {
     await hsm.closeSigningSession();
@@ -50,6 +51,25 @@ async function runCheck(o: { config: string }): Promise<void> {
         `address ${toHexUpper(validatorAddress(signer.pubKey))}, last HRS ${hrs}\n`,
     );
   }
+}
+
+/**
+ * Every chain's state as a single node's start reads it (verified, without the home lock); a
+ * chain without one is refused as start refuses it.
+ */
+async function singleNodeStates(config: Config): Promise<SignState[]> {
+  const states: SignState[] = [];
+  for (const chain of config.chains) {
+    const state = await readChainState(config.node.home, chain.id);
+    if (state === undefined) {
+      throw new StateMissingError(
+        `chain ${JSON.stringify(chain.id)} has no sign state in ${join(config.node.home, STATE_DIR)}: ` +
+          stateRemedy(chain.id, config.path),
+      );
+    }
+    states.push(state);
+  }
+  return states;
 }
 
 /** Adds `cometkms config check`. */

@@ -299,10 +299,10 @@ describe('the production file layout: dist/ and production packages only, no tsx
 
   test('config check and start run from dist/: the node gets ready and stops cleanly', async () => {
     const cli = join(app, 'bin', 'cometkms.js');
-    const check = KmsProcess.spawn(['config', 'check', '--config', home.configPath], home.env(), cli);
+    const check = KmsProcess.spawn(['config', 'check', '--config', home.configPath], home.env(), [], cli);
     assert.deepEqual(await check.waitExit(30_000), { code: 0, signal: null }, check.stderr);
     assert.match(check.lines.join('\n'), /^config ok: /m);
-    const node = KmsProcess.spawn(['start', '--config', home.configPath], home.env(), cli);
+    const node = KmsProcess.spawn(['start', '--config', home.configPath], home.env(), [], cli);
     await node.waitReady();
     node.kill('SIGTERM');
     assert.deepEqual(await node.waitExit(15_000), { code: 0, signal: null }, node.stderr);
@@ -315,6 +315,7 @@ describe('the production file layout: dist/ and production packages only, no tsx
     const p = KmsProcess.spawn(
       ['start', '--config', home.configPath, '--log-format', 'pretty'],
       home.env(),
+      [],
       cli,
     );
     assert.deepEqual(await p.waitExit(30_000), { code: 2, signal: null });

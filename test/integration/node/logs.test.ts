@@ -204,7 +204,14 @@ describe('cluster nodes on etcd over TLS with IP-address endpoints', () => {
   test('JSON only; takeover, relayed refusal, hand-over and stop lines name what happened', async () => {
     const [simA, simB] = sims as [ValidatorSimulator, ValidatorSimulator];
     assert.match(etcd.endpoints[0]!, /^https:\/\/127\.0\.0\.1:\d+$/);
-    const a = (await clusterHome('kms-a', simA)).start();
+    const homeA = await clusterHome('kms-a', simA);
+    // What an operator does once for a new validator: the chain's state, in etcd.
+    const init = await runCli(
+      ['state', 'init', '--config', homeA.configPath, '--chain', 'log-chain'],
+      homeA.env(),
+    );
+    assert.equal(init.code, 0, init.stderr);
+    const a = homeA.start();
     await a.waitReady();
     const serving = await a.waitForLog((r) => r['msg'] === 'leader: serving', 30_000);
     assert.equal(serving['version'], VERSION);
