@@ -15,7 +15,14 @@ import { toHexUpper, validatorAddress } from '../../../src/cometbft/keys.ts';
 import { type PrivvalMessage, SignedMsgType } from '../../../src/cometbft/types.ts';
 import { ValidatorSimulator } from '../../../src/simulator/simulator.ts';
 import { makeTestCerts, type TestCerts } from '../../helpers/certs.ts';
-import { generateKeys, KmsHome, type KmsProcess, killAllKms, nodeStatus } from '../../helpers/kms-process.ts';
+import {
+  generateKeys,
+  KmsHome,
+  type KmsProcess,
+  killAllKms,
+  nodeStatus,
+  runCli,
+} from '../../helpers/kms-process.ts';
 import { createSoftHsmToken, type SoftHsmToken } from '../../helpers/softhsm.ts';
 import { startTlsEtcd, type TlsEtcd } from '../../helpers/tls-etcd.ts';
 
