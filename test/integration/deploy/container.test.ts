@@ -209,9 +209,11 @@ describe('Dockerfile: a production image and a dev/test image', () => {
     const build = stages.find((s) => s.name === 'build')!;
     assert.match(build.body, /npm ci --no-audit --no-fund\s+&& npm prune --omit=dev/);
     const base = stages.find((s) => s.name === 'base')!;
-    for (const what of ['package.json', 'node_modules', 'dist']) {
+    for (const what of ['package.json', 'node_modules', 'dist', 'native/build/Release/cometkms_flock.node']) {
       assert.match(base.body, new RegExp(`^COPY --from=build /opt/cometkms/${what} `, 'm'));
     }
+    // the native helper's sources are there before npm ci compiles them
+    assert.ok(build.body.indexOf('COPY native/') < build.body.indexOf('npm ci'));
     assert.doesNotMatch(base.body, /COPY src|tsx/);
     // Every path copied from the build context exists in the repository.
     for (const stage of stages) {
@@ -247,6 +249,9 @@ describe('the production file layout: dist/ and production packages only, no tsx
     app = join(dir, 'app');
     freshCli();
     for (const d of ['bin', 'dist', 'hsm']) await cp(join(REPO, d), join(app, d), { recursive: true });
+    const flock = join('native', 'build', 'Release', 'cometkms_flock.node');
+    await mkdir(dirname(join(app, flock)), { recursive: true });
+    await cp(join(REPO, flock), join(app, flock));
     await cp(join(REPO, 'package.json'), join(app, 'package.json'));
     await mkdir(join(app, 'deploy', 'container'), { recursive: true });
     for (const f of ['entrypoint.sh', 'probe.mjs']) {
