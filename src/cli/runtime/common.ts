@@ -12,9 +12,10 @@ import type { AdminRuntime } from '../../admin/runtime-view.ts';
 import type { AdminServer } from '../../admin/server.ts';
 import type { ChainStatus, HsmStatus } from '../../admin/types.ts';
 import { toHexUpper, validatorAddress } from '../../cometbft/keys.ts';
-import type { HRS, PubKey } from '../../cometbft/types.ts';
+import { type HRS, type PubKey, Step } from '../../cometbft/types.ts';
 import type { ChainSection, Config } from '../../config/types.ts';
 import type { StateAlarm } from '../../guard/chain-guard.ts';
+import { voteStep } from '../../guard/decide.ts';
 import type { GuardDecision } from '../../guard/decision.ts';
 import type { Hsm } from '../../pkcs11/hsm.ts';
 import { ValidatorDialer } from '../../privval/dialer.ts';
@@ -105,7 +106,7 @@ function decisionLogFields(d: GuardDecision): Record<string, unknown> {
     chainId: d.chainId,
     kind: d.kind,
     outcome: d.outcome,
-    ...(d.height === undefined ? {} : { height: d.height.toString(), round: d.round, step: d.step }),
+    ...(d.height === undefined ? {} : { height: d.height.toString(), round: d.round, step: decisionStep(d) }),
     ...(d.code === undefined ? {} : { code: d.code }),
     ...(d.reason === undefined ? {} : { reason: d.reason }),
     ...(d.endpoint === undefined ? {} : { endpoint: d.endpoint }),
@@ -113,6 +114,16 @@ function decisionLogFields(d: GuardDecision): Record<string, unknown> {
     ...(d.forwardedBy === undefined ? {} : { forwardedBy: d.forwardedBy }),
     latencyMs: Math.round(d.latencyMs * 1000) / 1000,
   };
+}
+
+/**
+ * The step of a decision: the one the guard recorded, else the one its message implies (the
+ * guard may refuse a request before it names the step).
+ */
+function decisionStep(d: GuardDecision): number | undefined {
+  if (d.step !== undefined) return d.step;
+  if (d.kind === 'proposal') return Step.Propose;
+  return d.type === undefined ? undefined : voteStep(d.type);
 }
 
 /** What lifecycle log lines (start, takeover, step-down, stop) say about one chain. */
