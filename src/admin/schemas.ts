@@ -43,15 +43,32 @@ const clusterSchema = {
 
 const chainSchema = {
   type: 'object',
-  required: ['chain_id', 'key_type', 'protocol', 'height', 'round', 'step', 'last_signed_at', 'validators'],
+  required: [
+    'chain_id',
+    'key_type',
+    'protocol',
+    'address',
+    'height',
+    'round',
+    'step',
+    'last_signed_at',
+    'refused',
+    'double_sign_refused',
+    'errors',
+    'validators',
+  ],
   properties: {
     chain_id: str,
     key_type: str,
     protocol: str,
+    address: str,
     height: int,
     round: int,
     step: int,
     last_signed_at: { type: ['string', 'null'] },
+    refused: int,
+    double_sign_refused: int,
+    errors: int,
     validators: {
       type: 'array',
       items: {
@@ -66,9 +83,10 @@ const chainSchema = {
 /** `NodeStatus` (src/admin/types.ts). */
 export const statusSchema = {
   type: 'object',
-  required: ['node_id', 'mode', 'role', 'leader_id', 'term', 'uptime_s', 'hsm', 'chains'],
+  required: ['node_id', 'version', 'mode', 'role', 'leader_id', 'term', 'uptime_s', 'hsm', 'chains'],
   properties: {
     node_id: str,
+    version: str,
     mode: { type: 'string', enum: ['single', 'cluster'] },
     role: { type: 'string', enum: ['leader', 'follower'] },
     leader_id: { type: ['string', 'null'] },

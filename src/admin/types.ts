@@ -5,6 +5,8 @@
  */
 export interface NodeStatus {
   node_id: string;
+  /** the CometKMS version (package.json) */
+  version: string;
   mode: 'single' | 'cluster';
   role: 'leader' | 'follower';
   /** null while no leader is known */
@@ -37,11 +39,19 @@ export interface ChainStatus {
   chain_id: string;
   key_type: string;
   protocol: string;
+  /** the consensus address of the chain's key, upper-case hex as CometBFT prints it */
+  address: string;
   /** the last reserved HRS; height/round/step as JSON numbers */
   height: number;
   round: number;
   step: number;
   /** ISO time of the last signature this node produced, null if none yet */
   last_signed_at: string | null;
+  /** requests this node refused for the chain since it started (final RemoteSignerErrors) */
+  refused: number;
+  /** of those, the refusals that prevented a double sign */
+  double_sign_refused: number;
+  /** requests this node answered "try again" because something failed (store, HSM, verification) */
+  errors: number;
   validators: Array<{ addr: string; connected: boolean; remote_node_id?: string; connects: number }>;
 }

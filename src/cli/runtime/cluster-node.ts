@@ -28,7 +28,6 @@ import { clusterEtcdOptions } from '../../cluster/etcd-config.ts';
 import { ForwardClient, ForwardServer } from '../../cluster/forward.ts';
 import { type LeaderInfo, Leadership } from '../../cluster/leadership.ts';
 import { loadClusterTls } from '../../cluster/tls.ts';
-import type { HRS } from '../../cometbft/types.ts';
 import { compareHRS } from '../../cometbft/types.ts';
 import { assertHomeInitialised } from '../../config/home.ts';
 import type { ChainSection, ClusterSection, Config } from '../../config/types.ts';
@@ -39,12 +38,15 @@ import { loadProfile } from '../../pkcs11/profiles.ts';
 import { loadIdentity, type TransportIdentity } from '../../privval/identity.ts';
 import { EtcdSignStateStore } from '../../store/etcd.ts';
 import { acquireHomeLock, type HomeLock } from '../../store/lock.ts';
+import type { SignState } from '../../store/types.ts';
+import { VERSION } from '../../version.ts';
 import { ClusterView } from './cluster-view.ts';
 import {
   chainStatus,
   createDialers,
   DecisionSink,
   hsmStatus,
+  keyAddress,
   type NodeAdmin,
   openAuditLog,
   ShutdownSteps,
@@ -63,6 +65,8 @@ export interface ClusterNodeOptions {
 interface ChainRuntime {
   config: ChainSection;
   guard: ChainGuard;
+  /** the key's consensus address (upper-case hex) */
+  address: string;
   validators: ValidatorLink[];
 }
 
@@ -149,6 +153,7 @@ export class ClusterNode implements AdminRuntime {
     const members = view?.members ?? [];
     return {
       node_id: this.config.node.id,
+      version: VERSION,
       mode: 'cluster',
       role: l?.role ?? 'follower',
       leader_id: leader?.nodeId ?? null,
@@ -166,7 +171,7 @@ export class ClusterNode implements AdminRuntime {
         leader_changes: this.leaderChanges,
       },
       chains: this.chains.map((c) =>
-        chainStatus(c.config, this.replicatedHrs(c), c.validators, this.decisions.lastSignedAt(c.config.id)),
+        chainStatus(c.config, c.address, this.replicatedState(c), c.validators, this.decisions),
       ),
     };
   }
@@ -271,8 +276,20 @@ export class ClusterNode implements AdminRuntime {
         onDecision: this.decisions.record,
         onRecordFailure: this.decisions.recordFailure(chain.id),
       });
-      this.chains.push({ config: chain, guard, validators: [] });
+      this.chains.push({ config: chain, guard, address: keyAddress(signers[i]!.pubKey), validators: [] });
     }
+    const chainsById = new Map(this.chains.map((c) => [c.config.id, c]));
+    this.metrics.declareNode(
+      { nodeId: config.node.id, mode: 'cluster', chains: config.chains },
+      {
+        chainState: (id) => {
+          const c = chainsById.get(id);
+          return c === undefined ? undefined : this.replicatedState(c);
+        },
+        hsmUp: () => this.health.reachable,
+        etcdUp: () => this.view?.etcdHealthy ?? false,
+      },
+    );
 
     this.audit = await openAuditLog(config, this.log);
     this.decisions.audit = this.audit;
@@ -404,16 +421,17 @@ export class ClusterNode implements AdminRuntime {
   }
 
   /**
-   * The HRS /status reports for a chain: the replicated state every node watches, so that all
-   * nodes report the same; the leader's own guard when it is ahead (its watch event may lag).
+   * The state /status and the metrics report for a chain: the replicated state every node
+   * watches, so that all nodes report the same; the leader's own guard when it is ahead (its
+   * watch event may lag).
    */
-  private replicatedHrs(c: ChainRuntime): HRS | undefined {
-    let hrs: HRS | undefined = this.view?.replicated(c.config.id);
+  private replicatedState(c: ChainRuntime): SignState | undefined {
+    let state = this.view?.replicated(c.config.id);
     if (this.servesLocally()) {
       const own = c.guard.lastState();
-      if (hrs === undefined || compareHRS(own, hrs) > 0) hrs = own;
+      if (state === undefined || compareHRS(own, state) > 0) state = own;
     }
-    return hrs;
+    return state;
   }
 
   private async shutdown(): Promise<boolean> {
