@@ -4,12 +4,13 @@ import { Metrics } from '../../../src/admin/metrics.ts';
 import type { AdminRuntime, Readiness, TransferResult } from '../../../src/admin/runtime-view.ts';
 import { type AdminServer, startAdminServer } from '../../../src/admin/server.ts';
 import type { NodeStatus } from '../../../src/admin/types.ts';
+import { VERSION } from '../../../src/version.ts';
 
 /** A cluster leader signing two chains; tests mutate it between requests. */
 export function sampleStatus(): NodeStatus {
   return {
     node_id: 'kms-1',
-    version: '0.1.0',
+    version: VERSION,
     mode: 'cluster',
     role: 'leader',
     leader_id: 'kms-1',
