@@ -28,8 +28,7 @@ import { clusterEtcdOptions } from '../../cluster/etcd-config.ts';
 import { ForwardClient, ForwardServer } from '../../cluster/forward.ts';
 import { type LeaderInfo, Leadership } from '../../cluster/leadership.ts';
 import { loadClusterTls } from '../../cluster/tls.ts';
-import type { HRS, PrivvalMessage, PubKey } from '../../cometbft/types.ts';
-import { compareHRS, Step } from '../../cometbft/types.ts';
+import { compareHRS, type PrivvalMessage, Step } from '../../cometbft/types.ts';
 import type { ChainSection, ClusterSection, Config } from '../../config/types.ts';
 import { ChainGuard } from '../../guard/chain-guard.ts';
 import { voteStep } from '../../guard/decide.ts';
@@ -38,6 +37,7 @@ import { loadIdentity, type TransportIdentity } from '../../privval/identity.ts'
 import { EtcdSignStateStore } from '../../store/etcd.ts';
 import { HighWaterMarks } from '../../store/high-water.ts';
 import { acquireHomeLock, type HomeLock } from '../../store/lock.ts';
+import type { SignState } from '../../store/types.ts';
 import { VERSION } from '../../version.ts';
 import { ClusterView } from './cluster-view.ts';
 import {
@@ -47,6 +47,7 @@ import {
   createDialers,
   DecisionSink,
   hsmStatus,
+  keyAddress,
   type NodeAdmin,
   openAuditLog,
   ShutdownSteps,
@@ -65,8 +66,9 @@ export interface ClusterNodeOptions {
 /** One chain of the running node. */
 interface ChainRuntime {
   config: ChainSection;
-  pubKey: PubKey;
   guard: ChainGuard;
+  /** the key's consensus address (upper-case hex) */
+  address: string;
   validators: ValidatorLink[];
 }
 
@@ -153,6 +155,7 @@ export class ClusterNode implements AdminRuntime {
     const members = view?.members ?? [];
     return {
       node_id: this.config.node.id,
+      version: VERSION,
       mode: 'cluster',
       role: l?.role ?? 'follower',
       leader_id: leader?.nodeId ?? null,
@@ -172,9 +175,10 @@ export class ClusterNode implements AdminRuntime {
       chains: this.chains.map((c) =>
         chainStatus(
           c.config,
-          this.replicatedHrs(c),
+          c.address,
+          this.replicatedState(c),
           c.validators,
-          this.decisions.lastSignedAt(c.config.id),
+          this.decisions,
           c.guard.alarm(),
         ),
       ),
@@ -251,7 +255,7 @@ export class ClusterNode implements AdminRuntime {
     return {
       version: VERSION,
       nodeId: this.config.node.id,
-      chains: this.chains.map((c) => chainLogSummary(c.config.id, c.pubKey, this.replicatedHrs(c))),
+      chains: this.chains.map((c) => chainLogSummary(c.config.id, c.address, this.replicatedState(c))),
     };
   }
 
@@ -315,8 +319,20 @@ export class ClusterNode implements AdminRuntime {
         onRecordFailure: this.decisions.recordFailure(chain.id),
         onAlarm: this.decisions.stateAlarm(chain.id),
       });
-      this.chains.push({ config: chain, pubKey: signers[i]!.pubKey, guard, validators: [] });
+      this.chains.push({ config: chain, guard, address: keyAddress(signers[i]!.pubKey), validators: [] });
     }
+    const chainsById = new Map(this.chains.map((c) => [c.config.id, c]));
+    this.metrics.declareNode(
+      { nodeId: config.node.id, mode: 'cluster', chains: config.chains },
+      {
+        chainState: (id) => {
+          const c = chainsById.get(id);
+          return c === undefined ? undefined : this.replicatedState(c);
+        },
+        hsmUp: () => this.health.reachable,
+        etcdUp: () => this.view?.etcdHealthy ?? false,
+      },
+    );
 
     this.audit = await openAuditLog(config, this.log);
     this.decisions.audit = this.audit;
@@ -471,16 +487,17 @@ export class ClusterNode implements AdminRuntime {
   }
 
   /**
-   * The HRS /status reports for a chain: the replicated state every node watches, so that all
-   * nodes report the same; the leader's own guard when it is ahead (its watch event may lag).
+   * The state /status and the metrics report for a chain: the replicated state every node
+   * watches, so that all nodes report the same; the leader's own guard when it is ahead (its
+   * watch event may lag).
    */
-  private replicatedHrs(c: ChainRuntime): HRS | undefined {
-    let hrs: HRS | undefined = this.view?.replicated(c.config.id);
+  private replicatedState(c: ChainRuntime): SignState | undefined {
+    let state = this.view?.replicated(c.config.id);
     if (this.servesLocally()) {
       const own = c.guard.lastState();
-      if (own !== undefined && (hrs === undefined || compareHRS(own, hrs) > 0)) hrs = own;
+      if (own !== undefined && (state === undefined || compareHRS(own, state) > 0)) state = own;
     }
-    return hrs;
+    return state;
   }
 
   private async shutdown(): Promise<boolean> {

@@ -18,7 +18,6 @@ import type { AuditLog } from '../../admin/audit.ts';
 import { Metrics } from '../../admin/metrics.ts';
 import type { AdminRuntime, Readiness, TransferResult } from '../../admin/runtime-view.ts';
 import type { NodeStatus } from '../../admin/types.ts';
-import type { PubKey } from '../../cometbft/types.ts';
 import type { ChainSection, Config } from '../../config/types.ts';
 import { ChainGuard } from '../../guard/chain-guard.ts';
 import type { Hsm } from '../../pkcs11/hsm.ts';
@@ -33,6 +32,7 @@ import {
   createDialers,
   DecisionSink,
   hsmStatus,
+  keyAddress,
   type NodeAdmin,
   openAuditLog,
   ShutdownSteps,
@@ -54,8 +54,9 @@ export interface SingleNodeOptions {
 /** One chain of the running node. */
 interface ChainRuntime {
   config: ChainSection;
-  pubKey: PubKey;
   guard: ChainGuard;
+  /** the key's consensus address (upper-case hex) */
+  address: string;
   /** one per [[chain.validator]], in config order */
   validators: ValidatorLink[];
 }
@@ -111,6 +112,7 @@ export class SingleNode implements AdminRuntime {
   status(): NodeStatus {
     return {
       node_id: this.config.node.id,
+      version: VERSION,
       mode: 'single',
       role: 'leader',
       leader_id: this.config.node.id,
@@ -118,13 +120,7 @@ export class SingleNode implements AdminRuntime {
       uptime_s: Math.floor((Date.now() - this.startedAt) / 1000),
       hsm: hsmStatus(this.config, this.health, this.hsm),
       chains: this.chains.map((c) =>
-        chainStatus(
-          c.config,
-          c.guard.lastState(),
-          c.validators,
-          this.decisions.lastSignedAt(c.config.id),
-          c.guard.alarm(),
-        ),
+        chainStatus(c.config, c.address, c.guard.lastState(), c.validators, this.decisions, c.guard.alarm()),
       ),
     };
   }
@@ -143,7 +139,7 @@ export class SingleNode implements AdminRuntime {
     return {
       version: VERSION,
       nodeId: this.config.node.id,
-      chains: this.chains.map((c) => chainLogSummary(c.config.id, c.pubKey, c.guard.lastState())),
+      chains: this.chains.map((c) => chainLogSummary(c.config.id, c.address, c.guard.lastState())),
     };
   }
 
@@ -195,8 +191,13 @@ export class SingleNode implements AdminRuntime {
         onAlarm: this.decisions.stateAlarm(chain.id),
       });
       await guard.init();
-      this.chains.push({ config: chain, pubKey: signers[i]!.pubKey, guard, validators: [] });
+      this.chains.push({ config: chain, guard, address: keyAddress(signers[i]!.pubKey), validators: [] });
     }
+    const guards = new Map(this.chains.map((c) => [c.config.id, c.guard]));
+    this.metrics.declareNode(
+      { nodeId: config.node.id, mode: 'single', chains: config.chains },
+      { chainState: (id) => guards.get(id)?.lastState(), hsmUp: () => this.health.reachable },
+    );
 
     this.audit = await openAuditLog(config, this.log);
     this.decisions.audit = this.audit;
