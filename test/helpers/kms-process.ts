@@ -236,6 +236,15 @@ export class KmsProcess {
     return this.stderrText;
   }
 
+  /**
+   * The message of the fatal log line a `start` that cannot start writes (on stdout, like every
+   * log line) before it exits; undefined if there is none.
+   */
+  get fatal(): string | undefined {
+    const line = this.logs().find((r) => r['level'] === 60);
+    return line === undefined ? undefined : String(line['msg']);
+  }
+
   /** How it ended, or undefined while it runs. */
   get exitStatus(): KmsExit | undefined {
     return this.exit;
@@ -271,7 +280,7 @@ export class KmsProcess {
       if (this.exit) {
         throw new Error(
           `cometkms (pid ${this.pid}) exited (code ${this.exit.code}, signal ${this.exit.signal}) ` +
-            `before the expected log line; stderr: ${this.stderrText.trim()}`,
+            `before the expected log line; fatal: ${this.fatal ?? 'none'}; stderr: ${this.stderrText.trim()}`,
         );
       }
       const left = deadline - Date.now();
