@@ -1,0 +1,116 @@
+/**
+ * The verdict of a chaos run, judged only from what reached the HSM (the spy logs) and what the
+ * sentries received; nothing CometKMS says about itself is consulted.
+ *
+ * A conflict is, for one chain, across every node and process of the run:
+ *   - one (height, round, step) signed for two different blocks (a proposal's pol_round counts
+ *     as part of what it proposes), or for one block with two different timestamps;
+ *   - one (height, round) whose vote extension was signed over two different extensions.
+ * Re-signing identical bytes is not a conflict (ed25519 is deterministic: it is the same
+ * signature). Every signature a sentry received must be one the witness saw being made; a
+ * signature the witness saw but no sentry received is "undelivered" (made for a dead socket, by
+ * a frozen leader after it thawed, ...): not a fault in itself, but exactly the signatures the
+ * old node-side checks could not see.
+ */
+import { type Canonical, decodeCanonical } from './canonical.ts';
+import type { SpySign } from './spy-log.ts';
+
+/** One signature a sentry received, over the sign bytes the sentry computed itself. */
+export interface Delivery {
+  sentry: string;
+  signBytes: Uint8Array;
+  signature: Uint8Array;
+}
+
+/** Two witnessed signatures that must not both exist. */
+export interface Conflict {
+  chainId: string;
+  height: string;
+  round: string;
+  step: number | 'extension';
+  why: string;
+  first: { file: string; seq: number; data: string };
+  second: { file: string; seq: number; data: string };
+}
+
+export interface Verdict {
+  /** successful C_Sign calls over canonical sign bytes */
+  witnessed: number;
+  /** distinct canonical sign bytes witnessed */
+  distinct: number;
+  /** distinct witnessed sign bytes no sentry received */
+  undelivered: number;
+  /** C_Sign over bytes that are no canonical message (key self-tests) */
+  other: number;
+  conflicts: Conflict[];
+  /** deliveries whose (bytes, signature) the witness never saw made: signatures from nowhere */
+  unwitnessed: Array<{ sentry: string; data: string }>;
+}
+
+const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
+
+interface Seen {
+  sign: SpySign;
+  msg: Canonical;
+}
+
+/** Judges a run. */
+export function check(signs: readonly SpySign[], deliveries: readonly Delivery[]): Verdict {
+  const verdict: Verdict = {
+    witnessed: 0,
+    distinct: 0,
+    undelivered: 0,
+    other: 0,
+    conflicts: [],
+    unwitnessed: [],
+  };
+  /** chain/h/r/step → first witnessed signature per distinct payload */
+  const slots = new Map<string, Map<string, Seen>>();
+  const made = new Map<string, Set<string>>();
+  for (const sign of signs) {
+    const msg = decodeCanonical(sign.data);
+    if (msg === undefined) {
+      verdict.other++;
+      continue;
+    }
+    verdict.witnessed++;
+    const dataHex = hex(sign.data);
+    let sigs = made.get(dataHex);
+    if (sigs === undefined) made.set(dataHex, (sigs = new Set()));
+    sigs.add(hex(sign.signature));
+    const step = msg.kind === 'extension' ? 'extension' : msg.step;
+    const slotKey = `${msg.chainId}\u0000${msg.height}/${msg.round}/${step}`;
+    let slot = slots.get(slotKey);
+    if (slot === undefined) slots.set(slotKey, (slot = new Map()));
+    if (slot.has(dataHex)) continue;
+    for (const prior of slot.values()) {
+      verdict.conflicts.push({
+        chainId: msg.chainId,
+        height: msg.height.toString(),
+        round: msg.round.toString(),
+        step,
+        why: conflictReason(prior.msg, msg),
+        first: { file: prior.sign.file, seq: prior.sign.seq, data: hex(prior.sign.data) },
+        second: { file: sign.file, seq: sign.seq, data: dataHex },
+      });
+      break;
+    }
+    slot.set(dataHex, { sign, msg });
+  }
+  verdict.distinct = made.size;
+  const delivered = new Set<string>();
+  for (const d of deliveries) {
+    const dataHex = hex(d.signBytes);
+    delivered.add(dataHex);
+    if (!made.get(dataHex)?.has(hex(d.signature)))
+      verdict.unwitnessed.push({ sentry: d.sentry, data: dataHex });
+  }
+  for (const dataHex of made.keys()) if (!delivered.has(dataHex)) verdict.undelivered++;
+  return verdict;
+}
+
+function conflictReason(a: Canonical, b: Canonical): string {
+  if (a.kind === 'extension' || b.kind === 'extension') return 'two different vote extensions';
+  if (a.block !== b.block) return 'two different blocks';
+  return `one block with two timestamps (${a.timestamp} and ${b.timestamp})`;
+}
