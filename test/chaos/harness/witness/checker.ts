@@ -75,13 +75,13 @@ export function check(signs: readonly SpySign[], deliveries: readonly Delivery[]
     }
     verdict.witnessed++;
     const dataHex = hex(sign.data);
-    let sigs = made.get(dataHex);
-    if (sigs === undefined) made.set(dataHex, (sigs = new Set()));
+    const sigs = made.get(dataHex) ?? new Set<string>();
+    made.set(dataHex, sigs);
     sigs.add(hex(sign.signature));
     const step = msg.kind === 'extension' ? 'extension' : msg.step;
     const slotKey = `${msg.chainId}\u0000${msg.height}/${msg.round}/${step}`;
-    let slot = slots.get(slotKey);
-    if (slot === undefined) slots.set(slotKey, (slot = new Map()));
+    const slot = slots.get(slotKey) ?? new Map<string, Seen>();
+    slots.set(slotKey, slot);
     if (slot.has(dataHex)) continue;
     for (const prior of slot.values()) {
       verdict.conflicts.push({
