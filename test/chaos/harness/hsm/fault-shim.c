@@ -2,11 +2,13 @@
  * A PKCS#11 fault layer for the chaos harness (test only; never shipped).
  *
  * Stacked as  cometkms -> this shim -> pkcs11-spy -> SoftHSM,  it hands the caller the next
- * module's own function list with one entry replaced, C_Sign, so every other call reaches the
- * next module untouched. Before each C_Sign it reads one line from the file named by
+ * module's own function list with two entries replaced, C_SignInit and C_Sign, so every other call reaches the
+ * next module untouched. Before each C_SignInit and C_Sign it reads one line from the file named by
  * CHAOS_SHIM_CONTROL (absent or empty: pass through):
  *
- *   fail <rv>     return <rv> (decimal) without calling the next module
+ *   fail <rv>     C_SignInit returns <rv> (decimal) without calling the next module, so no
+ *                 operation is left active in the token (a failed C_Sign would have to end the
+ *                 real operation, which only a real sign can do)
  *   delay <ms>    sleep <ms> milliseconds, then forward
  *   close <gen>   once per distinct <gen>: close the session in the next module, then forward
  *                 (the real module then answers CKR_SESSION_HANDLE_INVALID, as when a token
@@ -48,12 +50,19 @@ static void read_control(char *buf, size_t size) {
   buf[n > 0 ? n : 0] = '\0';
 }
 
+static CK_RV shim_sign_init(CK_SESSION_HANDLE session, CK_MECHANISM_PTR mechanism, CK_OBJECT_HANDLE key) {
+  char ctl[128];
+  long arg = 0;
+  read_control(ctl, sizeof ctl);
+  if (sscanf(ctl, "fail %ld", &arg) == 1) return (CK_RV)arg;
+  return next_list->C_SignInit(session, mechanism, key);
+}
+
 static CK_RV shim_sign(CK_SESSION_HANDLE session, CK_BYTE_PTR data, CK_ULONG data_len, CK_BYTE_PTR sig,
                        CK_ULONG_PTR sig_len) {
   char ctl[128];
   long arg = 0;
   read_control(ctl, sizeof ctl);
-  if (sscanf(ctl, "fail %ld", &arg) == 1) return (CK_RV)arg;
   if (sscanf(ctl, "delay %ld", &arg) == 1 && arg > 0) {
     struct timespec ts = {arg / 1000, (arg % 1000) * 1000000L};
     while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
@@ -78,6 +87,7 @@ CK_RV C_GetFunctionList(CK_FUNCTION_LIST_PTR_PTR out) {
     CK_RV rv = get(&next_list);
     if (rv != CKR_OK) return rv;
     shim_list = *next_list;
+    shim_list.C_SignInit = shim_sign_init;
     shim_list.C_Sign = shim_sign;
   }
   *out = &shim_list;

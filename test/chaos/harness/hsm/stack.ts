@@ -44,7 +44,7 @@ export class HsmFaults {
   async pass(): Promise<void> {
     await writeFile(this.controlFile, '');
   }
-  /** every C_Sign fails with `rv` (default CKR_DEVICE_ERROR = 0x30) */
+  /** every C_SignInit fails with `rv` (default CKR_DEVICE_ERROR = 0x30) */
   async fail(rv = 0x30): Promise<void> {
     await writeFile(this.controlFile, `fail ${rv}\n`);
   }

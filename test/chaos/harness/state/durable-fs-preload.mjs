@@ -124,6 +124,8 @@ const pathInside = (p) =>
 
 if (root !== undefined) {
   if (image !== undefined) {
+    // A fresh image per process: inode numbers of an earlier run may since have been reused.
+    fs.rmSync(image, { recursive: true, force: true });
     real.mkdirSync(join(image, 'dirs'), { recursive: true });
     real.mkdirSync(join(image, 'inodes'), { recursive: true });
     snapshot('.');

@@ -54,37 +54,41 @@ interface Seen {
   msg: Canonical;
 }
 
-/** Judges a run. */
-export function check(signs: readonly SpySign[], deliveries: readonly Delivery[]): Verdict {
-  const verdict: Verdict = {
-    witnessed: 0,
-    distinct: 0,
-    undelivered: 0,
-    other: 0,
-    conflicts: [],
-    unwitnessed: [],
-  };
-  /** chain/h/r/step → first witnessed signature per distinct payload */
-  const slots = new Map<string, Map<string, Seen>>();
-  const made = new Map<string, Set<string>>();
-  for (const sign of signs) {
+/**
+ * Judges a run incrementally: signs and deliveries are added as they are read, the verdict can
+ * be taken at any time (a conflict is found the moment its second signature is added).
+ */
+export class Judge {
+  readonly conflicts: Conflict[] = [];
+  private witnessed = 0;
+  private other = 0;
+  /** chain/h/r/step → the first witnessed signature per distinct payload */
+  private readonly slots = new Map<string, Map<string, Seen>>();
+  /** sign bytes (hex) → signatures (hex) made over them */
+  private readonly made = new Map<string, Set<string>>();
+  private readonly deliveries: Delivery[] = [];
+  /** highest witnessed (height, round, step) per chain */
+  readonly highest = new Map<string, { height: bigint; round: bigint; step: number }>();
+
+  addSign(sign: SpySign): void {
     const msg = decodeCanonical(sign.data);
     if (msg === undefined) {
-      verdict.other++;
-      continue;
+      this.other++;
+      return;
     }
-    verdict.witnessed++;
+    this.witnessed++;
     const dataHex = hex(sign.data);
-    const sigs = made.get(dataHex) ?? new Set<string>();
-    made.set(dataHex, sigs);
+    const sigs = this.made.get(dataHex) ?? new Set<string>();
+    this.made.set(dataHex, sigs);
     sigs.add(hex(sign.signature));
     const step = msg.kind === 'extension' ? 'extension' : msg.step;
+    if (msg.kind !== 'extension') this.raise(msg.chainId, msg.height, msg.round, msg.step);
     const slotKey = `${msg.chainId}\u0000${msg.height}/${msg.round}/${step}`;
-    const slot = slots.get(slotKey) ?? new Map<string, Seen>();
-    slots.set(slotKey, slot);
-    if (slot.has(dataHex)) continue;
+    const slot = this.slots.get(slotKey) ?? new Map<string, Seen>();
+    this.slots.set(slotKey, slot);
+    if (slot.has(dataHex)) return;
     for (const prior of slot.values()) {
-      verdict.conflicts.push({
+      this.conflicts.push({
         chainId: msg.chainId,
         height: msg.height.toString(),
         round: msg.round.toString(),
@@ -97,16 +101,51 @@ export function check(signs: readonly SpySign[], deliveries: readonly Delivery[]
     }
     slot.set(dataHex, { sign, msg });
   }
-  verdict.distinct = made.size;
-  const delivered = new Set<string>();
-  for (const d of deliveries) {
-    const dataHex = hex(d.signBytes);
-    delivered.add(dataHex);
-    if (!made.get(dataHex)?.has(hex(d.signature)))
-      verdict.unwitnessed.push({ sentry: d.sentry, data: dataHex });
+
+  addDelivery(d: Delivery): void {
+    this.deliveries.push(d);
   }
-  for (const dataHex of made.keys()) if (!delivered.has(dataHex)) verdict.undelivered++;
-  return verdict;
+
+  /** The verdict over everything added so far (deliveries are matched against all signs). */
+  verdict(): Verdict {
+    const delivered = new Set<string>();
+    const unwitnessed: Verdict['unwitnessed'] = [];
+    for (const d of this.deliveries) {
+      const dataHex = hex(d.signBytes);
+      delivered.add(dataHex);
+      if (!this.made.get(dataHex)?.has(hex(d.signature)))
+        unwitnessed.push({ sentry: d.sentry, data: dataHex });
+    }
+    let undelivered = 0;
+    for (const dataHex of this.made.keys()) if (!delivered.has(dataHex)) undelivered++;
+    return {
+      witnessed: this.witnessed,
+      distinct: this.made.size,
+      undelivered,
+      other: this.other,
+      conflicts: [...this.conflicts],
+      unwitnessed,
+    };
+  }
+
+  private raise(chainId: string, height: bigint, round: bigint, step: number): void {
+    const h = this.highest.get(chainId);
+    if (
+      h === undefined ||
+      height > h.height ||
+      (height === h.height && (round > h.round || (round === h.round && step > h.step)))
+    ) {
+      this.highest.set(chainId, { height, round, step });
+    }
+  }
+}
+
+/** Judges a whole run at once. */
+export function check(signs: readonly SpySign[], deliveries: readonly Delivery[]): Verdict {
+  const judge = new Judge();
+  for (const s of signs) judge.addSign(s);
+  for (const d of deliveries) judge.addDelivery(d);
+  return judge.verdict();
 }
 
 function conflictReason(a: Canonical, b: Canonical): string {

@@ -1,0 +1,85 @@
+/** Targets and recovery steps shared by the fault kinds. */
+import type { ChaosNode } from '../bed/node.ts';
+import type { FaultContext } from './types.ts';
+
+/** The serving leader (single node: the node); a random running node if none is found quickly. */
+export async function leaderNode(ctx: FaultContext): Promise<ChaosNode> {
+  const { bed } = ctx;
+  if (bed.mode === 'single') return bed.nodes[0]!;
+  const i = await bed.leader(5_000);
+  if (i >= 0) return bed.nodes[i]!;
+  const running = bed.nodes.filter((n) => n.running);
+  return running[ctx.rng.int(running.length)] ?? bed.nodes[0]!;
+}
+
+/** A running node other than the leader (cluster mode). */
+export async function followerNode(ctx: FaultContext): Promise<ChaosNode> {
+  const leader = await leaderNode(ctx);
+  const others = ctx.bed.nodes.filter((n) => n !== leader && n.running);
+  return others[ctx.rng.int(others.length)] ?? ctx.bed.nodes.find((n) => n !== leader)!;
+}
+
+/** Any node, uniformly. */
+export function anyNode(ctx: FaultContext): ChaosNode {
+  return ctx.bed.nodes[ctx.rng.int(ctx.bed.nodes.length)]!;
+}
+
+/** Starts `node` if it is not running; records a refusal to start in the history. */
+export async function ensureRunning(ctx: FaultContext, node: ChaosNode): Promise<boolean> {
+  if (node.running) {
+    node.resume();
+    return true;
+  }
+  const ok = await node.start();
+  if (!ok) ctx.history.write({ t: 'node-refused-start', node: node.id, stderr: node.lastStderr });
+  return ok;
+}
+
+/**
+ * The operator's recovery after state was lost or regressed: import, for every chain, a
+ * priv_validator_state.json at the highest HRS its sentries ever asked for (no sign bytes), then
+ * make sure every node runs. Single node: the node is stopped for the import (it holds the home
+ * lock) and started after. Cluster: the import is one online etcd transaction, retried if a node
+ * wrote in between.
+ */
+export async function operatorRecovery(ctx: FaultContext): Promise<void> {
+  const { bed, operator, history } = ctx;
+  if (bed.mode === 'single') {
+    const node = bed.nodes[0]!;
+    await node.kill('SIGTERM');
+    for (const d of ctx.drivers) {
+      const res = await operator.restoreState(node, d.chainId, d.maxRequested);
+      history.write({
+        t: 'operator',
+        cmd: 'state import',
+        chain: d.chainId,
+        hrs: d.maxRequested,
+        code: res.code,
+        out: res.stdout.trim(),
+        err: res.stderr.trim().slice(-300),
+      });
+    }
+    await ensureRunning(ctx, node);
+    return;
+  }
+  // Online and never --force: every state-losing fault leaves etcd without the key or below the
+  // imported HRS, so a plain import moves it forward; a refused one means a node already holds
+  // a higher state, which must not be overwritten.
+  for (const d of ctx.drivers) {
+    for (let attempt = 0; attempt < 5; attempt++) {
+      const via = bed.nodes[attempt % bed.nodes.length]!;
+      const res = await operator.importState(via, d.chainId, d.maxRequested);
+      history.write({
+        t: 'operator',
+        cmd: 'state import',
+        chain: d.chainId,
+        hrs: d.maxRequested,
+        code: res.code,
+        out: res.stdout.trim(),
+        err: res.stderr.trim().slice(-300),
+      });
+      if (res.code === 0) break;
+    }
+  }
+  for (const n of bed.nodes) await ensureRunning(ctx, n);
+}

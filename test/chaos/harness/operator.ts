@@ -1,0 +1,58 @@
+/**
+ * The harness acting as the operator: the documented `cometkms` commands, run as an operator
+ * would, with the node's own config. Recovery after a fault that destroyed state imports a
+ * priv_validator_state.json at the highest HRS the validator may have signed (no sign bytes),
+ * which the harness knows independently of CometKMS: the highest HRS its sentries ever asked
+ * for bounds every reservation a node can have made.
+ */
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { type KmsExit, runCli } from '../../helpers/kms-process.ts';
+import type { ChaosNode } from './bed/node.ts';
+
+export interface Hrs {
+  height: bigint;
+  round: number;
+  step: number;
+}
+
+export type CliResult = KmsExit & { stdout: string; stderr: string };
+
+export class Operator {
+  private files = 0;
+  constructor(private readonly runDir: string) {}
+
+  /** Writes a priv_validator_state.json at `hrs` (no sign bytes, no signature). */
+  async stateFile(hrs: Hrs): Promise<string> {
+    const file = join(this.runDir, `pvs-${++this.files}.json`);
+    const doc = { height: hrs.height.toString(), round: hrs.round, step: hrs.step };
+    await writeFile(file, `${JSON.stringify(doc, null, 2)}\n`);
+    return file;
+  }
+
+  /** `cometkms state import --config <node's> --chain-id ID --from <pvs at hrs> [--force]`. */
+  async importState(node: ChaosNode, chainId: string, hrs: Hrs, force = false): Promise<CliResult> {
+    const from = await this.stateFile(hrs);
+    const args = ['state', 'import', '--config', node.home.configPath, '--chain-id', chainId, '--from', from];
+    if (force) args.push('--force');
+    return await runCli(args, node.home.env(), 30_000);
+  }
+
+  /** Imports `hrs`, and only if that is refused (an unusable or higher-looking state), with --force. */
+  async restoreState(node: ChaosNode, chainId: string, hrs: Hrs): Promise<CliResult> {
+    const plain = await this.importState(node, chainId, hrs);
+    if (plain.code === 0) return plain;
+    return await this.importState(node, chainId, hrs, true);
+  }
+
+  /** `cometkms leader transfer` through node's admin API. */
+  async leaderTransfer(node: ChaosNode): Promise<CliResult> {
+    if (node.adminUrl === undefined) throw new Error(`${node.id} is not running`);
+    const tokenFile = join(node.home.dir, 'admin.token');
+    return await runCli(
+      ['leader', 'transfer', '--admin', node.adminUrl, '--token-file', tokenFile],
+      node.home.env(),
+      15_000,
+    );
+  }
+}

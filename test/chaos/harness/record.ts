@@ -1,0 +1,106 @@
+/**
+ * bench/results/chaos-runs.json keeps every recorded run (seed, nodes, rounds by kind,
+ * conflicts, liveness); bench/results/chaos.md and the README's chaos table show the totals.
+ */
+import { existsSync } from 'node:fs';
+import { readFile, writeFile } from 'node:fs/promises';
+import { fileURLToPath } from 'node:url';
+import type { RunResult } from './runner.ts';
+
+const RUNS = fileURLToPath(new URL('../../../bench/results/chaos-runs.json', import.meta.url));
+const TABLE = fileURLToPath(new URL('../../../bench/results/chaos.md', import.meta.url));
+const README = fileURLToPath(new URL('../../../README.md', import.meta.url));
+const BEGIN = '<!-- chaos-totals:begin -->';
+const END = '<!-- chaos-totals:end -->';
+
+export interface RecordedRun {
+  date: string;
+  seed: number;
+  nodes: number;
+  rounds: number;
+  conflicts: number;
+  witnessed: number;
+  undelivered: number;
+  failures: string[];
+  kinds: Record<
+    string,
+    { rounds: number; nextSignatureMsP50: number; nextSignatureMsMax: number; heightsMissedMax: number }
+  >;
+}
+
+const pct = (xs: number[], q: number): number => {
+  if (xs.length === 0) return 0;
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.max(0, Math.ceil(q * s.length) - 1))]!;
+};
+
+export function toRecorded(r: RunResult, date = new Date().toISOString()): RecordedRun {
+  const kinds: RecordedRun['kinds'] = {};
+  for (const [k, s] of r.byKind) {
+    kinds[k] = {
+      rounds: s.rounds,
+      nextSignatureMsP50: pct(s.nextSignatureMs, 0.5),
+      nextSignatureMsMax: Math.max(0, ...s.nextSignatureMs),
+      heightsMissedMax: Math.max(0, ...s.heightsMissed),
+    };
+  }
+  return {
+    date,
+    seed: r.seed,
+    nodes: r.nodes,
+    rounds: r.rounds,
+    conflicts: r.verdict.conflicts.length,
+    witnessed: r.verdict.witnessed,
+    undelivered: r.verdict.undelivered,
+    failures: r.failures.map((f) => f.slice(0, 300)),
+    kinds,
+  };
+}
+
+/** The totals table (markdown) over every recorded run. */
+export function totalsTable(runs: readonly RecordedRun[]): string {
+  const byKind = new Map<string, { rounds: number; p50: number[]; max: number; missed: number }>();
+  for (const run of runs) {
+    for (const [k, s] of Object.entries(run.kinds)) {
+      const t = byKind.get(k) ?? { rounds: 0, p50: [], max: 0, missed: 0 };
+      t.rounds += s.rounds;
+      t.p50.push(s.nextSignatureMsP50);
+      t.max = Math.max(t.max, s.nextSignatureMsMax);
+      t.missed = Math.max(t.missed, s.heightsMissedMax);
+      byKind.set(k, t);
+    }
+  }
+  const rounds = runs.reduce((n, r) => n + r.rounds, 0);
+  const conflicts = runs.reduce((n, r) => n + r.conflicts, 0);
+  const witnessed = runs.reduce((n, r) => n + r.witnessed, 0);
+  const lines = [
+    `${rounds} rounds in ${runs.length} recorded runs, ${witnessed} signatures witnessed, **${conflicts} conflicts** (goal: 10,000 rounds, 0 conflicts).`,
+    '',
+    '| fault kind | rounds | next signature p50 (median of runs) | worst next signature | worst heights missed |',
+    '| --- | ---: | ---: | ---: | ---: |',
+  ];
+  for (const [k, t] of [...byKind.entries()].sort(([a], [b]) => a.localeCompare(b))) {
+    lines.push(`| ${k} | ${t.rounds} | ${pct(t.p50, 0.5)} ms | ${t.max} ms | ${t.missed} |`);
+  }
+  lines.push(
+    '',
+    `Seeds: ${runs.map((r) => `${r.seed} (${r.nodes} node${r.nodes > 1 ? 's' : ''}, ${r.rounds} rounds${r.conflicts > 0 ? `, ${r.conflicts} conflicts` : ''})`).join(', ')}.`,
+  );
+  return lines.join('\n');
+}
+
+export async function recordRun(r: RunResult): Promise<void> {
+  const runs: RecordedRun[] = existsSync(RUNS)
+    ? (JSON.parse(await readFile(RUNS, 'utf8')) as RecordedRun[])
+    : [];
+  runs.push(toRecorded(r));
+  await writeFile(RUNS, `${JSON.stringify(runs, null, 1)}\n`);
+  const table = totalsTable(runs);
+  await writeFile(TABLE, `# Chaos rounds recorded (\`npm run chaos -- --record\`)\n\n${table}\n`);
+  const readme = await readFile(README, 'utf8');
+  const a = readme.indexOf(BEGIN);
+  const b = readme.indexOf(END);
+  if (a >= 0 && b > a) {
+    await writeFile(README, `${readme.slice(0, a + BEGIN.length)}\n${table}\n${readme.slice(b)}`);
+  }
+}
