@@ -117,12 +117,14 @@ export async function runChaos(opts: RunOptions): Promise<RunResult> {
   const fed = new Map<ChainDriver, number>();
   /** Feeds the judge and fails the run on a conflict or a signature the witness never saw. */
   const judge = async (): Promise<void> => {
+    // Deliveries are taken BEFORE the logs are read: every signature delivered by then was
+    // logged by the spy before it returned, so it must be in what the poll reads.
+    const upTo = drivers.map((d) => d.deliveries.length);
     await witness.poll();
-    for (const d of drivers) {
-      const from = fed.get(d) ?? 0;
-      for (const x of d.deliveries.slice(from)) witness.judge.addDelivery(x);
-      fed.set(d, d.deliveries.length);
-    }
+    drivers.forEach((d, i) => {
+      for (const x of d.deliveries.slice(fed.get(d) ?? 0, upTo[i])) witness.judge.addDelivery(x);
+      fed.set(d, upTo[i]!);
+    });
     const v = witness.judge.verdict();
     result.verdict = v;
     for (const c of v.conflicts.slice(result.failures.filter((f) => f.startsWith('CONFLICT')).length)) {
