@@ -63,22 +63,22 @@ export async function operatorRecovery(ctx: FaultContext): Promise<void> {
     return;
   }
   // Online and never --force: every state-losing fault leaves etcd without the key or below the
-  // imported HRS, so a plain import moves it forward; a refused one means a node already holds
-  // a higher state, which must not be overwritten.
+  // imported HRS, so a plain import moves it forward; one refused as "backwards" means the nodes
+  // already hold a higher state, which must not be overwritten. Only a lost compare-and-swap race
+  // with a signing node is retried.
   for (const d of ctx.drivers) {
-    for (let attempt = 0; attempt < 5; attempt++) {
+    for (let attempt = 0; attempt < 3; attempt++) {
       const via = bed.nodes[attempt % bed.nodes.length]!;
       const res = await operator.importState(via, d.chainId, d.maxRequested);
       history.write({
         t: 'operator',
         cmd: 'state import',
         chain: d.chainId,
-        hrs: d.maxRequested,
         code: res.code,
         out: res.stdout.trim(),
         err: res.stderr.trim().slice(-300),
       });
-      if (res.code === 0) break;
+      if (res.code === 0 || !res.stderr.includes('changed during import')) break;
     }
   }
   for (const n of bed.nodes) await ensureRunning(ctx, n);

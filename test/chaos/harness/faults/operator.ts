@@ -18,8 +18,22 @@ export const operatorFaults: FaultKind[] = [
       const via = ctx.bed.nodes.find((n) => n.running) ?? ctx.bed.nodes[0]!;
       const d = ctx.drivers[ctx.rng.int(ctx.drivers.length)]!;
       const back = BigInt(1 + ctx.rng.int(5));
-      const height = d.maxRequested.height > back ? d.maxRequested.height - back : 1n;
-      const res = await ctx.operator.importState(via, d.chainId, { height, round: 0, step: 3 }, true);
+      // The compare-and-swap loses against a node that signs meanwhile: the operator runs it again.
+      const lower = async () => {
+        const height = d.maxRequested.height > back ? d.maxRequested.height - back : 1n;
+        return {
+          height,
+          res: await ctx.operator.importState(via, d.chainId, { height, round: 0, step: 3 }, true),
+        };
+      };
+      let { height, res } = await lower();
+      for (
+        let attempt = 0;
+        attempt < 4 && res.code !== 0 && res.stderr.includes('changed during import');
+        attempt++
+      ) {
+        ({ height, res } = await lower());
+      }
       ctx.history.write({
         t: 'operator',
         cmd: 'state import --force (lower)',
