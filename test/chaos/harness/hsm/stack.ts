@@ -22,9 +22,6 @@ const PKCS11_HEADERS = fileURLToPath(
 
 /** Compiles the fault shim into `dir` and returns its path. */
 export async function buildFaultShim(dir: string): Promise<string> {
-  if (!existsSync(SPY_MODULE)) {
-    throw new Error(`${SPY_MODULE} is missing: install Debian's opensc-pkcs11 (scripts/install-deps.sh)`);
-  }
   const out = join(dir, 'chaos-fault-shim.so');
   await run(
     'gcc',
@@ -66,6 +63,9 @@ export function hsmStackEnv(opts: {
   spyLog: string;
   controlFile: string;
 }): Record<string, string> {
+  if (!existsSync(SPY_MODULE)) {
+    throw new Error(`${SPY_MODULE} is missing: install Debian's opensc-pkcs11 (scripts/install-deps.sh)`);
+  }
   return {
     CHAOS_SHIM_NEXT: SPY_MODULE,
     CHAOS_SHIM_CONTROL: opts.controlFile,
