@@ -130,6 +130,21 @@ export class ChainDriver {
     }
   }
 
+  /**
+   * A lagging sentry catching up after a fault: B re-sends conflicting prevotes and precommits
+   * for the last `depth` heights (each already voted on). A KMS that lost or regressed its
+   * state signs some of them; one that did not refuses them all.
+   */
+  async laggardBurst(depth: number): Promise<void> {
+    const top = this.height;
+    for (let back = top - BigInt(depth); back < top && !this.stopped; back++) {
+      if (back < 2n) continue;
+      for (const type of [SignedMsgType.Prevote, SignedMsgType.Precommit]) {
+        await this.vote(this.s.b, this.s.b.buildVote(type, back, 0, this.block('burst', back, 0)), 'laggard burst');
+      }
+    }
+  }
+
   private noteRequest(hrs: Hrs): void {
     const m = this.maxRequested;
     if (

@@ -12,7 +12,6 @@ export const operatorFaults: FaultKind[] = [
     name: 'import-force-lower',
     modes: ['cluster'],
     layer: 'operator',
-    exclusive: true,
     dwellMs: 1_500,
     async inject(ctx) {
       const via = ctx.bed.nodes.find((n) => n.running) ?? ctx.bed.nodes[0]!;
