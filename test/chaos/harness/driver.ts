@@ -140,7 +140,11 @@ export class ChainDriver {
     for (let back = top - BigInt(depth); back < top && !this.stopped; back++) {
       if (back < 2n) continue;
       for (const type of [SignedMsgType.Prevote, SignedMsgType.Precommit]) {
-        await this.vote(this.s.b, this.s.b.buildVote(type, back, 0, this.block('burst', back, 0)), 'laggard burst');
+        await this.vote(
+          this.s.b,
+          this.s.b.buildVote(type, back, 0, this.block('burst', back, 0)),
+          'laggard burst',
+        );
       }
     }
   }

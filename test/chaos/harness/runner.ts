@@ -65,8 +65,13 @@ const CHAINS: ChainSpec[] = [
   { id: 'chaos-plain-2', protocol: 'v0.37' },
 ];
 
-/** Picks the round's fault kinds: one, or two of different layers (neither exclusive). */
-function schedule(rng: Rng, kinds: FaultKind[]): FaultKind[] {
+/**
+ * Picks the round's fault kinds. The first rounds go once through every kind in a seeded order
+ * (a short run still covers them all); after that: one kind, or two of different layers
+ * (neither exclusive) overlapping.
+ */
+function schedule(rng: Rng, kinds: FaultKind[], round: number, order: FaultKind[]): FaultKind[] {
+  if (round <= order.length) return [order[round - 1]!];
   const first = kinds[rng.int(kinds.length)]!;
   const overlap = rng.chance(0.25);
   if (!overlap || first.exclusive) return [first];
@@ -153,9 +158,14 @@ export async function runChaos(opts: RunOptions): Promise<RunResult> {
       if (!(await d.nextSignature(60_000))) throw new Error(`${d.chainId}: no first signature within 60 s`);
     }
     const scheduleRng = new Rng(opts.seed);
+    const order = [...kinds];
+    for (let i = order.length - 1; i > 0; i--) {
+      const j = scheduleRng.int(i + 1);
+      [order[i], order[j]] = [order[j]!, order[i]!];
+    }
     for (let round = 1; round <= opts.rounds; round++) {
       if (opts.maxMs !== undefined && Date.now() - started > opts.maxMs) break;
-      const picked = schedule(scheduleRng, kinds);
+      const picked = schedule(scheduleRng, kinds, round, order);
       const ctx: FaultContext = {
         bed,
         rng: new Rng((opts.seed ^ Math.imul(round, 0x9e3779b1)) >>> 0),
