@@ -9,7 +9,7 @@
 import { randomInt } from 'node:crypto';
 import { parseArgs } from 'node:util';
 import { FAULT_KINDS } from './faults/index.ts';
-import { recordRun } from './record.ts';
+import { livenessTable, recordRun } from './record.ts';
 import { runChaos, summaryLine } from './runner.ts';
 
 const USAGE =
@@ -52,6 +52,7 @@ async function main(): Promise<number> {
     ...(values.minutes === undefined ? {} : { maxMs: Number(values.minutes) * 60_000 }),
     print: (line) => process.stdout.write(`${line}\n`),
   });
+  process.stdout.write(`${livenessTable(result)}\n`);
   for (const f of result.failures) process.stdout.write(`FAILED: ${f}\n`);
   if (result.kept)
     process.stdout.write(`history and spy logs kept in ${result.runDir} (replay: --seed ${seed})\n`);

@@ -2,11 +2,15 @@
  * bench/results/chaos-runs.json keeps every recorded run (seed, nodes, rounds by kind,
  * conflicts, liveness); bench/results/chaos.md and the README's chaos table show the totals.
  */
+import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
+import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import type { RunResult } from './runner.ts';
 
+const run = promisify(execFile);
 const RUNS = fileURLToPath(new URL('../../../bench/results/chaos-runs.json', import.meta.url));
 const TABLE = fileURLToPath(new URL('../../../bench/results/chaos.md', import.meta.url));
 const README = fileURLToPath(new URL('../../../README.md', import.meta.url));
@@ -15,6 +19,8 @@ const END = '<!-- chaos-totals:end -->';
 
 export interface RecordedRun {
   date: string;
+  /** the commit the run tested */
+  commit: string;
   seed: number;
   nodes: number;
   rounds: number;
@@ -34,7 +40,7 @@ const pct = (xs: number[], q: number): number => {
   return s[Math.min(s.length - 1, Math.max(0, Math.ceil(q * s.length) - 1))]!;
 };
 
-export function toRecorded(r: RunResult, date = new Date().toISOString()): RecordedRun {
+export function toRecorded(r: RunResult, commit: string, date = new Date().toISOString()): RecordedRun {
   const kinds: RecordedRun['kinds'] = {};
   for (const [k, s] of r.byKind) {
     kinds[k] = {
@@ -46,6 +52,7 @@ export function toRecorded(r: RunResult, date = new Date().toISOString()): Recor
   }
   return {
     date,
+    commit,
     seed: r.seed,
     nodes: r.nodes,
     rounds: r.rounds,
@@ -55,6 +62,18 @@ export function toRecorded(r: RunResult, date = new Date().toISOString()): Recor
     failures: r.failures.map((f) => f.slice(0, 300)),
     kinds,
   };
+}
+
+/** Liveness per fault kind of one run: time from the fault to the next signature, heights missed. */
+export function livenessTable(r: RunResult): string {
+  const lines = ['liveness by fault kind: rounds, next signature p50 / max, heights missed max'];
+  for (const [k, s] of [...r.byKind.entries()].sort(([a], [b]) => a.localeCompare(b))) {
+    const max = Math.max(0, ...s.nextSignatureMs);
+    lines.push(
+      `  ${k.padEnd(24)} ${String(s.rounds).padStart(4)}  ${pct(s.nextSignatureMs, 0.5)} / ${max} ms  ${Math.max(0, ...s.heightsMissed)}`,
+    );
+  }
+  return lines.join('\n');
 }
 
 /** The totals table (markdown) over every recorded run. */
@@ -93,7 +112,8 @@ export async function recordRun(r: RunResult): Promise<void> {
   const runs: RecordedRun[] = existsSync(RUNS)
     ? (JSON.parse(await readFile(RUNS, 'utf8')) as RecordedRun[])
     : [];
-  runs.push(toRecorded(r));
+  const commit = (await run('git', ['rev-parse', '--short', 'HEAD'], { cwd: dirname(RUNS) })).stdout.trim();
+  runs.push(toRecorded(r, commit));
   await writeFile(RUNS, `${JSON.stringify(runs, null, 1)}\n`);
   const table = totalsTable(runs);
   await writeFile(TABLE, `# Chaos rounds recorded (\`npm run chaos -- --record\`)\n\n${table}\n`);
