@@ -216,7 +216,13 @@ export class Hsm {
    */
   async openSigningSession(pin: string): Promise<void> {
     this.#wantedPin = pin;
-    await this.#admin.run(() => this.#openSigningLocked(pin));
+    try {
+      await this.#admin.run(() => this.#openSigningLocked(pin));
+    } catch (err) {
+      // Nothing is open: signatures must not keep trying to open it on the caller's behalf.
+      if (this.#wantedPin === pin) this.#wantedPin = undefined;
+      throw err;
+    }
   }
 
   /** The body of openSigningSession, run under the admin lock. */
