@@ -68,6 +68,8 @@ export class ChaosNode {
         FAKETIME_CACHE_DURATION: '1',
         // Only the wall clock jumps; a monotonic clock never does.
         FAKETIME_DONT_FAKE_MONOTONIC: '1',
+        // No shared-memory segments, which a SIGKILLed process would leave in /dev/shm.
+        FAKETIME_DISABLE_SHM: '1',
       });
     }
     if (this.wiring.durable !== undefined) {
