@@ -205,9 +205,16 @@ export class KmsProcess {
 
   /** Spawns `node bin/cometkms.js ...args` with exactly `env`. */
   static spawn(args: string[], env: NodeJS.ProcessEnv): KmsProcess {
-    return new KmsProcess(
-      spawn(process.execPath, [CLI, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] }),
-    );
+    return KmsProcess.spawnVia([], args, env);
+  }
+
+  /**
+   * Like {@link spawn}, run through a wrapper command that ends by exec'ing its arguments (e.g.
+   * `unshare --net`), so the PID tracked is the node's own.
+   */
+  static spawnVia(wrapper: string[], args: string[], env: NodeJS.ProcessEnv): KmsProcess {
+    const [cmd, ...rest] = [...wrapper, process.execPath, CLI, ...args];
+    return new KmsProcess(spawn(cmd as string, rest, { env, stdio: ['ignore', 'pipe', 'pipe'] }));
   }
 
   get pid(): number {

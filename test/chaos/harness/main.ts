@@ -1,5 +1,5 @@
 /**
- * `npm run chaos -- --rounds N [--seed S] [--faults kind,...] [--nodes 1|3|5] [--minutes M] [--record]`
+ * `npm run chaos -- --rounds N [--seed S] [--faults kind,...] [--nodes 1|3|5] [--minutes M] [--record] [--keep]`
  *
  * Prints one line per round and ends with the summary line; exits non-zero on any conflict, any
  * signature the witness did not see made, or a fault after which signing did not come back.
@@ -13,7 +13,7 @@ import { livenessTable, recordRun } from './record.ts';
 import { runChaos, summaryLine } from './runner.ts';
 
 const USAGE =
-  'usage: npm run chaos -- --rounds N [--seed S] [--faults kind,...] [--nodes 1|3|5] [--minutes M] [--record]\n' +
+  'usage: npm run chaos -- --rounds N [--seed S] [--faults kind,...] [--nodes 1|3|5] [--minutes M] [--record] [--keep]\n' +
   `fault kinds: ${FAULT_KINDS.map((k) => `${k.name} (${k.modes.join('/')})`).join(', ')}\n`;
 
 async function main(): Promise<number> {
@@ -25,6 +25,7 @@ async function main(): Promise<number> {
       nodes: { type: 'string', default: '3' },
       minutes: { type: 'string' },
       record: { type: 'boolean', default: false },
+      keep: { type: 'boolean', default: false },
       help: { type: 'boolean', default: false },
     },
     strict: true,
@@ -51,6 +52,7 @@ async function main(): Promise<number> {
     ...(faults === undefined ? {} : { faults }),
     ...(values.minutes === undefined ? {} : { maxMs: Number(values.minutes) * 60_000 }),
     print: (line) => process.stdout.write(`${line}\n`),
+    keep: values.keep,
   });
   process.stdout.write(`${livenessTable(result)}\n`);
   for (const f of result.failures) process.stdout.write(`FAILED: ${f}\n`);

@@ -36,6 +36,8 @@ export interface RunOptions {
   recoverMs?: number;
   /** one line per round and the summary */
   print: (line: string) => void;
+  /** keep the run directory even when the run passes */
+  keep?: boolean;
 }
 
 export interface KindStats {
@@ -173,6 +175,10 @@ export async function runChaos(opts: RunOptions): Promise<RunResult> {
         history,
         drivers,
         runDir,
+        violation: (what) => {
+          result.failures.push(`round ${round}: ${what}`);
+          history.write({ t: 'violation', round, what });
+        },
       };
       const before = drivers.map((d) => d.signedAt[d.signedAt.length - 1]?.height ?? 0n);
       const injectedAt = Date.now();
@@ -263,7 +269,7 @@ export async function runChaos(opts: RunOptions): Promise<RunResult> {
     });
     await history.close();
     result.ms = Date.now() - started;
-    result.kept = result.failures.length > 0;
+    result.kept = result.failures.length > 0 || opts.keep === true;
     if (!result.kept) await rm(runDir, { recursive: true, force: true });
   }
   return result;

@@ -3,11 +3,11 @@
  * log per process start), its optional clock (libfaketime) and power-loss layer, and its
  * current process. Only this node's PIDs are ever signalled.
  */
-import { writeFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { NodeStatus } from '../../../../src/admin/types.ts';
 import { STATE_DIR } from '../../../../src/store/file.ts';
-import { type KmsHome, type KmsProcess, nodeStatus } from '../../../helpers/kms-process.ts';
+import { type KmsHome, KmsProcess, nodeStatus } from '../../../helpers/kms-process.ts';
 import { type HsmFaults, hsmStackEnv } from '../hsm/stack.ts';
 import { applyDurableImage, durableEnv } from '../state/durable-image.ts';
 
@@ -54,8 +54,11 @@ export class ChaosNode {
     return this.wiring.durable?.enospcFlag;
   }
 
-  /** The environment of this node's next process (a fresh spy log each start). */
-  private env(): Record<string, string> {
+  /**
+   * The environment of this node's next process (a fresh spy log each start). `durable: false`
+   * leaves out the power-loss layer (a second process must not touch the first one's image).
+   */
+  private env(opts: { durable: boolean } = { durable: true }): Record<string, string> {
     const env: Record<string, string> = hsmStackEnv({
       softhsmModule: this.wiring.softhsmModule,
       spyLog: join(this.wiring.spyDir, `${this.id}-${++this.starts}.log`),
@@ -72,7 +75,7 @@ export class ChaosNode {
         FAKETIME_DISABLE_SHM: '1',
       });
     }
-    if (this.wiring.durable !== undefined) {
+    if (this.wiring.durable !== undefined && opts.durable) {
       Object.assign(env, durableEnv({ root: this.stateDir, ...this.wiring.durable }));
     }
     return env;
@@ -101,11 +104,40 @@ export class ChaosNode {
   }
 
   /**
-   * A second process on this same home while the first runs (an operator mistake). It signs
-   * through the same HSM stack with its own spy log, so whatever it signs is witnessed.
+   * A second process on this same home while the first runs (an operator mistake): on the same
+   * path, from another network namespace, or through a bind mount of the home at another path
+   * (in its own mount namespace). It signs through the same HSM stack with its own spy log, so
+   * whatever it signs is witnessed.
    */
-  startSecond(): KmsProcess {
-    const proc = this.home.start({ env: this.env() });
+  async startSecond(how: 'same-path' | 'netns' | 'bind-mount'): Promise<KmsProcess> {
+    const env = this.env({ durable: false });
+    let proc: KmsProcess;
+    if (how === 'same-path') {
+      proc = this.home.start({ env });
+    } else if (how === 'netns') {
+      proc = KmsProcess.spawnVia(
+        ['unshare', '--net', 'sh', '-c', 'ip link set lo up && exec "$0" "$@"'],
+        ['start', '--config', this.home.configPath],
+        this.home.env(env),
+      );
+    } else {
+      const alias = join(this.home.dir, 'home-alias');
+      const aliasConfig = join(this.home.dir, 'config-alias.toml');
+      await mkdir(alias, { recursive: true });
+      const config = await readFile(this.home.configPath, 'utf8');
+      await writeFile(
+        aliasConfig,
+        config.replace(`home = ${JSON.stringify(this.home.home)}`, `home = ${JSON.stringify(alias)}`),
+        {
+          mode: 0o600,
+        },
+      );
+      proc = KmsProcess.spawnVia(
+        ['unshare', '--mount', 'sh', '-c', 'mount --bind "$CHAOS_HOME" "$CHAOS_ALIAS" && exec "$0" "$@"'],
+        ['start', '--config', aliasConfig],
+        this.home.env({ ...env, CHAOS_HOME: this.home.home, CHAOS_ALIAS: alias }),
+      );
+    }
     this.keepLog(proc);
     return proc;
   }

@@ -77,17 +77,26 @@ export const operatorFaults: FaultKind[] = [
     async inject(ctx) {
       const node = ctx.bed.nodes[ctx.rng.int(ctx.bed.nodes.length)]!;
       if (!node.running) return { detail: `${node.id} is down: no second process`, heal: async () => {} };
-      const second = node.startSecond();
+      const how = (['same-path', 'netns', 'bind-mount'] as const)[ctx.rng.int(3)]!;
+      const second = await node.startSecond(how);
       let outcome: string;
       try {
         await second.waitReady(10_000);
-        outcome = 'the second process STARTED and serves';
-        ctx.history.write({ t: 'finding', what: 'two processes on one home', node: node.id });
+        outcome = 'the second process STARTED';
+        // Invariant 7: one home, one process, whatever path or namespace it is reached through.
+        ctx.violation(`two processes hold ${node.id}'s home (second one via ${how})`);
       } catch {
+        second.kill('SIGKILL');
         outcome = `the second process refused (exit ${second.exitStatus?.code ?? 'none'})`;
+        ctx.history.write({
+          t: 'second-process',
+          node: node.id,
+          how,
+          stderr: second.stderr.trim().slice(-400),
+        });
       }
       return {
-        detail: `second process on ${node.id}'s home: ${outcome}`,
+        detail: `second process on ${node.id}'s home (${how}): ${outcome}`,
         heal: async () => {
           second.kill('SIGKILL');
           await second.exited;

@@ -18,6 +18,8 @@ export interface FaultContext {
   history: History;
   drivers: ChainDriver[];
   runDir: string;
+  /** records a broken promise of the design that the witness cannot see (fails the run) */
+  violation(what: string): void;
 }
 
 export interface Injected {
