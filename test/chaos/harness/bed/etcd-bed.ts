@@ -164,14 +164,13 @@ export class EtcdBed {
     const other = this.members.findIndex((_, j) => j !== i && this.isUp(j));
     if (other < 0) throw new Error('no live member to re-add a wiped member through');
     const endpoint = `--endpoints=${this.members[other]!.clientUrl}`;
-    const list = JSON.parse(
-      (await run('etcdctl', [endpoint, 'member', 'list', '-w', 'json'], { timeout: 10_000 })).stdout,
-    ) as { members?: Array<{ ID: number | string; name?: string; peerURLs?: string[] }> };
-    const entry = list.members?.find((x) => x.peerURLs?.includes(m.peerUrl));
-    if (entry !== undefined) {
-      // etcdctl prints IDs as decimal JSON numbers; BigInt keeps all 64 bits.
-      const id = BigInt(String(entry.ID)).toString(16);
-      await run('etcdctl', [endpoint, 'member', 'remove', id], { timeout: 10_000 });
+    const timeout = '--command-timeout=10s';
+    // The simple format prints member IDs in hex (JSON numbers would lose their low bits).
+    const list = (await run('etcdctl', [endpoint, timeout, 'member', 'list'], { timeout: 15_000 })).stdout;
+    const line = list.split('\n').find((l) => l.includes(m.peerUrl));
+    const id = line?.split(',')[0]?.trim();
+    if (id !== undefined && id.length > 0) {
+      await run('etcdctl', [endpoint, timeout, 'member', 'remove', id], { timeout: 15_000 });
     }
     rmSync(m.dataDir, { recursive: true, force: true });
     await run('etcdctl', [endpoint, 'member', 'add', m.name, `--peer-urls=${m.peerUrl}`], {
