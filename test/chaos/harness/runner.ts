@@ -153,8 +153,10 @@ export async function runChaos(opts: RunOptions): Promise<RunResult> {
       const res = await operator.importState(node, d.chainId, { height: 1n, round: 0, step: 3 });
       if (res.code !== 0) throw new Error(`initial state import for ${d.chainId} failed: ${res.stderr}`);
     }
-    for (const n of bed.nodes)
-      if (!(await n.start())) throw new Error(`${n.id} did not start: ${n.lastStderr}`);
+    const up = await Promise.all(bed.nodes.map((n) => n.start()));
+    up.forEach((ok, i) => {
+      if (!ok) throw new Error(`${bed.nodes[i]!.id} did not start: ${bed.nodes[i]!.lastStderr}`);
+    });
     for (const d of drivers) d.start();
     for (const d of drivers) {
       if (!(await d.nextSignature(60_000))) throw new Error(`${d.chainId}: no first signature within 60 s`);

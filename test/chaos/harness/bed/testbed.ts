@@ -128,7 +128,7 @@ export class ChaosBed {
       this.etcd = await EtcdBed.start(join(runDir, 'etcd'), this.opts.nodes);
       this.certs = await makeTestCerts('cometkms chaos', ids);
     }
-    for (let i = 0; i < ids.length; i++) this.nodes.push(await this.makeNode(i, ids[i]!));
+    this.nodes.push(...(await Promise.all(ids.map((id, i) => this.makeNode(i, id)))));
   }
 
   private wrongPrefix: ChaosNode | undefined;
