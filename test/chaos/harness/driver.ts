@@ -140,6 +140,8 @@ export class ChainDriver {
     for (let back = top - BigInt(depth); back < top && !this.stopped; back++) {
       if (back < 2n) continue;
       for (const type of [SignedMsgType.Prevote, SignedMsgType.Precommit]) {
+        // Only over a live signer link: the burst must not stall the round behind link time-outs.
+        if (!this.s.b.connected) return;
         await this.vote(
           this.s.b,
           this.s.b.buildVote(type, back, 0, this.block('burst', back, 0)),

@@ -63,6 +63,9 @@ async function main(): Promise<number> {
   return result.failures.length === 0 ? 0 : 1;
 }
 
+// Ctrl-C or a kill: exit normally, so the exit hooks stop every node and etcd member started.
+for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => process.exit(130));
+
 main().then(
   (code) => process.exit(code),
   (err: unknown) => {
