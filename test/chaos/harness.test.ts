@@ -5,7 +5,8 @@
  * signature the witness did not see made, or fault after which signing did not return fails it;
  * the run's history and spy logs are then kept and their path printed with the seed.
  *
- * CHAOS_SEED=<n> replays a schedule; CHAOS_CI_MINUTES (default 14) is the whole budget.
+ * CHAOS_SEED=<n> replays a schedule; CHAOS_CI_MINUTES (default 14) is the whole budget;
+ * CHAOS_FAULTS=kind,... restricts the kinds (to replay or chase one finding).
  */
 import assert from 'node:assert/strict';
 import { randomInt } from 'node:crypto';
@@ -15,6 +16,7 @@ import { runChaos, summaryLine } from './harness/runner.ts';
 
 const SEED = process.env['CHAOS_SEED'] === undefined ? randomInt(2 ** 31) : Number(process.env['CHAOS_SEED']);
 const MINUTES = Number(process.env['CHAOS_CI_MINUTES'] ?? 14);
+const ONLY = process.env['CHAOS_FAULTS']?.split(',').filter((k) => k.length > 0);
 
 describe(`chaos harness (seed ${SEED})`, () => {
   for (const [nodes, share] of [
@@ -26,10 +28,17 @@ describe(`chaos harness (seed ${SEED})`, () => {
       timeout: budgetMs + 180_000,
     }, async (t) => {
       const lines: string[] = [];
+      const mode = nodes === 1 ? 'single' : 'cluster';
+      const kinds = faultKinds(mode).filter((k) => ONLY === undefined || ONLY.includes(k.name));
+      if (kinds.length === 0) {
+        t.skip(`CHAOS_FAULTS names no ${mode} kind`);
+        return;
+      }
       const result = await runChaos({
         rounds: 10_000,
         seed: SEED,
         nodes,
+        faults: kinds.map((k) => k.name),
         maxMs: budgetMs,
         print: (line) => lines.push(line),
       });
@@ -42,7 +51,6 @@ describe(`chaos harness (seed ${SEED})`, () => {
         result.kept ? `kept: ${result.runDir}` : '',
       ].join('\n');
       assert.deepEqual(result.failures, [], detail);
-      const kinds = faultKinds(nodes === 1 ? 'single' : 'cluster');
       assert.ok(result.rounds >= kinds.length, `every kind ran at least once: ${detail}`);
       assert.ok(result.verdict.witnessed > 0, detail);
     });
