@@ -4,6 +4,7 @@ import { encodeSignState, etcdKeys, fencingCompares } from '../src/store/etcd.ts
 import type { SignState } from '../src/store/types.ts';
 import {
   type EtcdCluster,
+  initEtcdChainState,
   startEtcdCluster,
   type TestNode,
   testNode,
@@ -131,7 +132,9 @@ export async function benchEtcd(): Promise<BenchResult[]> {
     {
       const { nodes, leader } = await electedTrio(cluster, 'bench-store/');
       try {
+        await initEtcdChainState(leader.clients.client, 'bench-store/', CHAIN);
         let cur = await leader.store.load(CHAIN);
+        if (cur === undefined) throw new Error('bench: no chain state');
         const ms: number[] = [];
         for (let i = 1; i <= SAMPLES; i++) {
           const next = vote(BigInt(i));

@@ -6,6 +6,7 @@
 import { performance } from 'node:perf_hooks';
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 import { SignedMsgType } from '../cometbft/types.ts';
+import { isDoubleSignRefusal } from '../guard/decide.ts';
 import type { GuardDecision } from '../guard/decision.ts';
 
 /** Latency buckets in seconds: 0.1 ms (a bare SoftHSM sign) up to 1 s (a stuck etcd). */
@@ -16,17 +17,6 @@ export const LATENCY_BUCKETS_S = [
 /** Outcomes for which a signature went back to the validator node. */
 const SIGNATURE_RETURNED = new Set<GuardDecision['outcome']>(['signed', 'resigned', 'timestamp_only']);
 
-/**
- * The double-sign refusals of the guard, recognised by FilePV's exact error texts (which the
- * guard keeps verbatim, spec §7.1): the label value for each.
- */
-const DOUBLE_SIGN_REASONS: Array<[RegExp, string]> = [
-  [/height regression/, 'height_regression'],
-  [/round regression/, 'round_regression'],
-  [/step regression/, 'step_regression'],
-  [/conflicting data/, 'conflicting_data'],
-];
-
 /** The `type` label of a decision: the vote type by name, else the request kind. */
 export function decisionTypeLabel(d: GuardDecision): string {
   if (d.kind === 'vote') {
@@ -36,11 +26,9 @@ export function decisionTypeLabel(d: GuardDecision): string {
   return d.kind;
 }
 
-/** The `reason` label of a refused double-sign attempt, or undefined for any other decision. */
+/** The `reason` label of a refused double-sign attempt (its refusal code), else undefined. */
 export function doubleSignReason(d: GuardDecision): string | undefined {
-  if (d.outcome !== 'refused' || d.reason === undefined) return undefined;
-  for (const [pattern, label] of DOUBLE_SIGN_REASONS) if (pattern.test(d.reason)) return label;
-  return undefined;
+  return d.outcome === 'refused' && isDoubleSignRefusal(d.code) ? d.code : undefined;
 }
 
 /** Options of {@link Metrics}. */
@@ -69,6 +57,7 @@ export class Metrics {
   private readonly hsmErrors: Counter;
   private readonly etcdLatency: Histogram<'op'>;
   private readonly etcdFailures: Counter<'op'>;
+  private readonly stateAlarms: Gauge<'chain_id'>;
   /** monotonic time (ms) of the last vote signature returned, by chain then vote type */
   private readonly lastVoteAt = new Map<string, Map<'prevote' | 'precommit', number>>();
 
@@ -180,6 +169,14 @@ export class Metrics {
       labelNames: ['op'],
       registers,
     });
+    this.stateAlarms = new Gauge({
+      name: 'cometkms_state_alarm',
+      help:
+        "1 while a chain's sign state needs an operator (missing, below this node's high-water mark, " +
+        'unreadable or changed behind the node): nothing is signed for it; else 0',
+      labelNames: ['chain_id'],
+      registers,
+    });
     if (options.processMetrics ?? true) collectDefaultMetrics({ register: this.registry });
   }
 
@@ -206,6 +203,11 @@ export class Metrics {
       }
       byType.set(type, performance.now());
     }
+  }
+
+  /** Sets the state alarm gauge of `chainId`. */
+  stateAlarm(chainId: string, raised: boolean): void {
+    this.stateAlarms.set({ chain_id: chainId }, raised ? 1 : 0);
   }
 
   /** Sets the leader gauge. */

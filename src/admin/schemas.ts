@@ -43,7 +43,17 @@ const clusterSchema = {
 
 const chainSchema = {
   type: 'object',
-  required: ['chain_id', 'key_type', 'protocol', 'height', 'round', 'step', 'last_signed_at', 'validators'],
+  required: [
+    'chain_id',
+    'key_type',
+    'protocol',
+    'height',
+    'round',
+    'step',
+    'last_signed_at',
+    'state_alarm',
+    'validators',
+  ],
   properties: {
     chain_id: str,
     key_type: str,
@@ -52,6 +62,12 @@ const chainSchema = {
     round: int,
     step: int,
     last_signed_at: { type: ['string', 'null'] },
+    state_alarm: {
+      anyOf: [
+        { type: 'null' },
+        { type: 'object', required: ['code', 'reason'], properties: { code: str, reason: str } },
+      ],
+    },
     validators: {
       type: 'array',
       items: {

@@ -43,5 +43,7 @@ export interface ChainStatus {
   step: number;
   /** ISO time of the last signature this node produced, null if none yet */
   last_signed_at: string | null;
+  /** why nothing is signed for this chain until an operator acts (state missing, below this node's high-water mark, unusable); null when its state is usable */
+  state_alarm: { code: string; reason: string } | null;
   validators: Array<{ addr: string; connected: boolean; remote_node_id?: string; connects: number }>;
 }

@@ -6,8 +6,8 @@
  */
 import { CodecError } from '../cometbft/errors.ts';
 import { decodeMessage, encodeMessage } from '../cometbft/messages.ts';
+import { assertWellFormedReply, tryAgain } from '../cometbft/replies.ts';
 import type { PrivvalMessage, ProtocolVersion } from '../cometbft/types.ts';
-import { assertWellFormedReply, tryAgain } from '../guard/replies.ts';
 import type { RequestHandler } from '../privval/handler.ts';
 import type { ForwardOutcome, ForwardResult } from './forward.ts';
 

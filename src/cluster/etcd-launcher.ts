@@ -42,6 +42,14 @@ export interface EtcdCluster {
   raftLeaderIndex(): Promise<number>;
   /** PIDs of the members that are still running */
   livePids(): number[];
+  /** `etcdctl snapshot save` of the whole keyspace into `file` (from the first healthy member) */
+  snapshot(file: string): Promise<void>;
+  /**
+   * What an operator's restore from a backup does: every member is killed, its data dir replaced
+   * by `etcdctl snapshot restore` of `file`, and started again on the same URLs (a new cluster
+   * holding the snapshot's keys at their older values).
+   */
+  restore(file: string): Promise<void>;
   /** kills every member (by PID) and removes the data dirs */
   stop(): Promise<void>;
 }
@@ -197,7 +205,17 @@ export async function launchEtcdCluster(opts: EtcdLaunchOptions = {}): Promise<E
     });
   }
   const initialCluster = members.map((m) => `${m.name}=${m.peerUrl}`).join(',');
-  const token = `cometkms-${process.pid}-${Date.now()}`;
+  let token = `cometkms-${process.pid}-${Date.now()}`;
+  const etcdctl = findExecutable('etcdctl');
+  const runEtcdctl = (args: string[]): void => {
+    if (etcdctl === undefined) throw new Error('etcdctl is not installed (no `etcdctl` on PATH)');
+    const res = spawnSync(etcdctl, args, { env: { ...process.env, ETCDCTL_API: '3' }, encoding: 'utf8' });
+    if (res.status !== 0) throw new Error(`etcdctl ${args[0]} ${args[1]} failed: ${res.stderr || res.error}`);
+  };
+  const waitHealthy = async (): Promise<void> =>
+    await waitFor('all etcd members healthy', opts.healthyWithinMs ?? DEFAULT_HEALTHY_WITHIN_MS, async () =>
+      (await Promise.all(members.map((m) => healthy(m.clientUrl)))).every(Boolean),
+    );
 
   const spawnMember = (i: number): void => {
     const m = members[i] as EtcdMember;
@@ -288,6 +306,37 @@ export async function launchEtcdCluster(opts: EtcdLaunchOptions = {}): Promise<E
     livePids() {
       return procs.flatMap((p) => (p?.pid !== undefined && running(p) ? [p.pid] : []));
     },
+    async snapshot(file) {
+      // etcdctl takes a snapshot from exactly one member: the first that answers /health
+      for (const m of members) {
+        if (await healthy(m.clientUrl)) {
+          runEtcdctl(['snapshot', 'save', file, `--endpoints=${m.clientUrl}`]);
+          return;
+        }
+      }
+      throw new Error('etcd snapshot: no member answers');
+    },
+    async restore(file) {
+      await Promise.all(members.map((_, i) => kill(i)));
+      // A restored cluster is a new cluster: a new token keeps its members from talking to
+      // anything left of the old one.
+      token = `cometkms-${process.pid}-${Date.now()}-restored`;
+      for (const m of members) {
+        rmSync(m.dataDir, { recursive: true, force: true });
+        runEtcdctl([
+          'snapshot',
+          'restore',
+          file,
+          `--name=${m.name}`,
+          `--data-dir=${m.dataDir}`,
+          `--initial-cluster=${initialCluster}`,
+          `--initial-cluster-token=${token}`,
+          `--initial-advertise-peer-urls=${m.peerUrl}`,
+        ]);
+      }
+      for (let i = 0; i < n; i++) spawnMember(i);
+      await waitHealthy();
+    },
     async stop() {
       try {
         await Promise.all(members.map((_, i) => kill(i)));
@@ -300,9 +349,7 @@ export async function launchEtcdCluster(opts: EtcdLaunchOptions = {}): Promise<E
 
   try {
     for (let i = 0; i < n; i++) spawnMember(i);
-    await waitFor('all etcd members healthy', opts.healthyWithinMs ?? DEFAULT_HEALTHY_WITHIN_MS, async () =>
-      (await Promise.all(members.map((m) => healthy(m.clientUrl)))).every(Boolean),
-    );
+    await waitHealthy();
   } catch (err) {
     await cluster.stop();
     throw err;

@@ -23,7 +23,7 @@ import {
   type Timestamp,
   type Vote,
 } from './types.ts';
-import { assertInt64, type FieldKey, ProtoReader, ProtoWriter } from './wire.ts';
+import { assertInt64, type FieldKey, ProtoReader, ProtoWriter, WireType } from './wire.ts';
 
 /** 0001-01-01T00:00:00Z, the smallest seconds value Go's timestamp conversion accepts. */
 const MIN_TIMESTAMP_SECONDS = -62135596800n;
@@ -560,6 +560,32 @@ export function encodeMessage(msg: PrivvalMessage, version: ProtocolVersion): Ui
   }
   // Oneof cases are always written, even with an empty body (e.g. PingRequest = `3a 00`).
   return new ProtoWriter().message(field, encodeCase(msg, version)).finish();
+}
+
+/**
+ * The oneof case a `privval.Message` body carries, read from its keys alone, so that a request
+ * whose fields do not decode (a round of 2^31, a timestamp past year 9999) can still be answered
+ * with a response of its type. Undefined when not even a key of a case this version has can be
+ * read.
+ */
+export function messageCaseOf(body: Uint8Array, version: ProtocolVersion): PrivvalMessageKind | undefined {
+  let kind: CaseKind | undefined;
+  try {
+    const r = new ProtoReader(body);
+    while (!r.done) {
+      const k = r.key();
+      const next = KIND_BY_FIELD.get(k.field);
+      // every case is a length-delimited message: anything else is not a request of that type
+      if (next === undefined || (k.field > 8 && !isV1(version)) || k.wireType !== WireType.LengthDelimited) {
+        return undefined;
+      }
+      kind = next;
+      r.skip(k);
+    }
+  } catch {
+    // a broken body: the last case whose key could be read, if any
+  }
+  return kind;
 }
 
 /**

@@ -1,29 +1,7 @@
 import { sha256 } from '@noble/hashes/sha2.js';
 import { bytesToHex } from '@noble/hashes/utils.js';
 import { bytesEqual } from '../cometbft/bytes.ts';
-import { CodecError } from '../cometbft/errors.ts';
 import { validatorAddress } from '../cometbft/keys.ts';
-import {
-  proposalSignBytes,
-  timestampOnlyDifference,
-  voteExtensionSignBytes,
-  voteSignBytes,
-} from '../cometbft/signbytes.ts';
-import {
-  type HRS,
-  type PrivvalMessage,
-  type ProtocolVersion,
-  Step,
-  type Timestamp,
-  type Vote,
-} from '../cometbft/types.ts';
-import { verifySignature } from '../cometbft/verify.ts';
-import type { RequestHandler } from '../privval/handler.ts';
-import type { ReserveResult, SignState, SignStateStore } from '../store/types.ts';
-import type { DecisionKind, DecisionOutcome, GuardDecision } from './decision.ts';
-import { extensionPolicy } from './extensions.ts';
-import { checkHRS, compareHRS, voteStep } from './hrs.ts';
-import { AsyncMutex } from './mutex.ts';
 import {
   assertWellFormedReply,
   refusedProposal,
@@ -31,9 +9,25 @@ import {
   refusedSignBytes,
   refusedVote,
   tryAgain,
-} from './replies.ts';
+} from '../cometbft/replies.ts';
+import { boundText } from '../cometbft/text.ts';
+import { compareHRS, type PrivvalMessage, type ProtocolVersion, type Timestamp } from '../cometbft/types.ts';
+import { verifySignature } from '../cometbft/verify.ts';
+import type { RequestHandler } from '../privval/handler.ts';
+import { NotLeaderError, StateMissingError, StateRegressionError, StateStoreError } from '../store/errors.ts';
+import type { SignState, SignStateStore } from '../store/types.ts';
+import {
+  type ChainRules,
+  checkAdvance,
+  decide,
+  type RefusalCode,
+  type ReplyTemplate,
+  type SignRequest,
+  type Verdict,
+} from './decide.ts';
+import { type DecisionKind, type GuardDecision, type RetryCode, STATE_ALARM_CODES } from './decision.ts';
+import { AsyncMutex } from './mutex.ts';
 import type { Signer } from './signer.ts';
-import { proposalProblem, type ValidationContext, voteProblem } from './validate.ts';
 
 /** Options of a {@link ChainGuard}. */
 export interface ChainGuardOptions {
@@ -41,16 +35,24 @@ export interface ChainGuardOptions {
   protocol: ProtocolVersion;
   signer: Signer;
   store: SignStateStore;
-  /** refuse a height more than this above the last reserved one (unset: no limit) */
-  maxHeightJump?: number;
+  /** refuse a height more than this above the last reserved one */
+  maxHeightJump: number;
   /** refuse a vote whose non-empty `validator_address` is not the key's address (default true) */
   checkValidatorAddress?: boolean;
   /** called once per handled request; exceptions it throws are swallowed */
   onDecision?: (decision: GuardDecision) => void;
-  /** called when a signature could not be recorded after its reply went out (never fatal) */
+  /** called when a signature could not be recorded after signing (never fatal for ed25519) */
   onRecordFailure?: (reason: string) => void;
+  /** called when the chain's state alarm is raised (with it) or cleared (undefined) */
+  onAlarm?: (alarm: StateAlarm | undefined) => void;
   /** a monotonic clock in milliseconds (default `performance.now`) */
   now?: () => number;
+}
+
+/** Why this chain's state needs an operator, while it does. */
+export interface StateAlarm {
+  code: RetryCode;
+  reason: string;
 }
 
 /**
@@ -62,30 +64,14 @@ const MAX_RESERVE_ATTEMPTS = 3;
 
 const EMPTY = new Uint8Array();
 
-/** A final refusal: becomes a RemoteSignerError reply. */
-class Refusal extends Error {}
-
 /** An unsure outcome: becomes an empty Message so that the node re-sends the request. */
-class TryAgain extends Error {}
-
-/** What is to be signed for one vote or proposal request. */
-interface SignJob {
-  kind: 'vote' | 'proposal';
-  hrs: HRS;
-  signBytes: Uint8Array;
-  /** empty unless the vote's extension must be signed */
-  extensionSignBytes: Uint8Array;
-}
-
-/** A successful pass through the pipeline. */
-interface Signed {
-  outcome: 'signed' | 'resigned' | 'timestamp_only';
-  /** the signature over the sign bytes reserved at the job's HRS */
-  signature: Uint8Array;
-  /** the reserved timestamp, to put in the reply (timestamp-only path) */
-  timestamp?: Timestamp;
-  /** over the job's extension sign bytes; empty when it had none */
-  extensionSignature: Uint8Array;
+class Retry extends Error {
+  constructor(
+    readonly code: RetryCode,
+    message: string,
+  ) {
+    super(message);
+  }
 }
 
 /** What one request contributes to its {@link GuardDecision}. */
@@ -96,73 +82,104 @@ interface Trace {
   step?: number;
   signBytes?: Uint8Array;
   hsmMs?: number;
-  reason?: string;
 }
 
+/** A request's result before it becomes a reply and a decision. */
+type Result =
+  | { outcome: 'signed' | 'resigned' | 'timestamp_only' | 'served'; reply: PrivvalMessage }
+  | { outcome: 'refused'; code: RefusalCode; reason: string }
+  | { outcome: 'retry'; code: RetryCode; reason: string };
+
 /**
- * The HRS guard of one (chain, key): decides whether a request may be signed, reserves the new
- * HRS and its exact sign bytes durably, signs in the HSM, verifies, records and replies
- * (ARCHITECTURE §1–§2, spec §7). One instance serves every validator endpoint of the chain.
- * Its requests are serialised, so requests arriving from several sentries at once are decided
- * one after another against an up-to-date state; across processes, the store's compare-and-set
- * reservation is what keeps two writers from both winning one HRS.
+ * The HRS guard of one (chain, key). It carries out what the pure rule `decide()` (decide.ts)
+ * says: reserve the new HRS and its exact sign bytes durably, sign in the HSM, verify, record,
+ * reply. It never chooses bytes to sign itself: it signs only what a verdict names, and only
+ * after the store confirmed the reservation the verdict asked for (ARCHITECTURE §1–§2).
+ *
+ * One instance serves every validator endpoint of the chain; its requests are serialised, so
+ * requests from several sentries at once are decided one after another against an up-to-date
+ * state. Across processes, the store's compare-and-set reservation keeps two writers from both
+ * winning one HRS.
  *
  * Replies: a signed response; a refusal (the expected response type with a zero vote/proposal
- * and `error{code: 0}`), which is final; or an empty Message when the outcome is unsure (store,
- * HSM or verification failure), which makes the node retry. Nothing unreserved is ever signed.
+ * and `error{code: 0}`), which is final; or an empty Message when the outcome is unsure (no
+ * usable state, store, HSM or verification failure), which makes the node retry.
  */
 export class ChainGuard implements RequestHandler {
-  private readonly chainId: string;
-  private readonly protocol: ProtocolVersion;
+  private readonly rules: ChainRules;
   private readonly signer: Signer;
   private readonly store: SignStateStore;
-  private readonly maxHeightJump: number | undefined;
-  private readonly keyAddress: Uint8Array | undefined;
   private readonly onDecision: ((decision: GuardDecision) => void) | undefined;
   private readonly onRecordFailure: ((reason: string) => void) | undefined;
+  private readonly onAlarm: ((alarm: StateAlarm | undefined) => void) | undefined;
   private readonly now: () => number;
+  /**
+   * secp256k1 signatures are recorded durably before they are returned: ECDSA from an HSM is
+   * randomised, so a retry must get the recorded signature back rather than a new one (peers
+   * drop a second, different valid signature for one vote). ed25519 re-signs identically.
+   */
+  private readonly durableRecords: boolean;
   private readonly mutex = new AsyncMutex();
   /**
    * The last state this guard knows the store to hold (loaded, reserved by us, or returned by a
-   * failed compare-and-set). It never moves backwards; `undefined` until {@link init}.
+   * failed compare-and-set). It never moves backwards. `undefined` until a load succeeds.
    */
   private state: SignState | undefined;
-  /**
-   * The signature record of the last signed request, still being written. It runs after the
-   * reply (recording is bookkeeping, see {@link recordInBackground}) and every later decision
-   * waits for it under the mutex, so decisions always see the state the store holds.
-   */
-  private pendingRecord: Promise<void> = Promise.resolve();
+  /** set while the stored state needs an operator; every signing request re-checks the store */
+  private stateAlarm: StateAlarm | undefined;
 
   constructor(options: ChainGuardOptions) {
-    this.chainId = options.chainId;
-    this.protocol = options.protocol;
+    this.rules = {
+      chainId: options.chainId,
+      protocol: options.protocol,
+      maxHeightJump: options.maxHeightJump,
+      ...((options.checkValidatorAddress ?? true)
+        ? { validatorAddress: validatorAddress(options.signer.pubKey) }
+        : {}),
+    };
     this.signer = options.signer;
     this.store = options.store;
-    this.maxHeightJump = options.maxHeightJump;
-    this.keyAddress =
-      (options.checkValidatorAddress ?? true) ? validatorAddress(options.signer.pubKey) : undefined;
+    this.durableRecords = options.signer.pubKey.type === 'secp256k1';
     this.onDecision = options.onDecision;
     this.onRecordFailure = options.onRecordFailure;
+    this.onAlarm = options.onAlarm;
     this.now = options.now ?? (() => performance.now());
   }
 
-  /** Loads the last state from the store. Throws if the store fails: the node must not start. */
+  get chainId(): string {
+    return this.rules.chainId;
+  }
+
+  /**
+   * Loads the chain's state from the store. A missing or unusable state does not throw: it
+   * raises the chain's {@link alarm} and every signing request is answered "try again" until the
+   * store holds a usable state again. Any other store failure throws.
+   */
   async init(): Promise<void> {
     await this.mutex.run(async () => {
-      this.state = await this.store.load(this.chainId);
+      try {
+        await this.reload();
+      } catch (err) {
+        if (!(err instanceof Retry) || !STATE_ALARM_CODES.has(err.code)) throw err;
+      }
     });
   }
 
-  /** A copy of the last state this guard knows of (for status reporting). Throws before {@link init}. */
-  lastState(): SignState {
-    const s = this.current();
+  /** A copy of the last state this guard knows of; undefined while it has none. */
+  lastState(): SignState | undefined {
+    const s = this.state;
+    if (s === undefined) return undefined;
     return {
       ...s,
       signBytes: s.signBytes.slice(),
       extensionSignBytes: s.extensionSignBytes.slice(),
       signature: s.signature.slice(),
     };
+  }
+
+  /** Why the chain's state needs an operator, or undefined when it is usable. */
+  alarm(): StateAlarm | undefined {
+    return this.stateAlarm;
   }
 
   /**
@@ -172,20 +189,23 @@ export class ChainGuard implements RequestHandler {
   async handle(request: PrivvalMessage): Promise<PrivvalMessage> {
     switch (request.kind) {
       case 'pubKeyRequest':
-        return this.process('pubkey', refusedPubKey, async () => this.pubKey(request.chainId));
+        return this.process('pubkey', refusedPubKey, {}, async () => this.pubKey(request.chainId));
       case 'signVoteRequest':
-        return this.process('vote', refusedVote, (trace) => this.signVote(request, trace));
-      case 'signProposalRequest':
-        return this.process('proposal', refusedProposal, (trace) => this.signProposal(request, trace));
+      case 'signProposalRequest': {
+        const trace: Trace = {};
+        const kind = request.kind === 'signVoteRequest' ? 'vote' : 'proposal';
+        const refuse = kind === 'vote' ? refusedVote : refusedProposal;
+        return this.process(kind, refuse, trace, () => this.mutex.run(() => this.sign(request, trace)));
+      }
       case 'signBytesRequest':
         // v1.0 SignBytes signs arbitrary bytes as they are, with no HRS check. With a validator
         // key those bytes could be the canonical sign bytes of a conflicting vote or proposal,
         // so serving it would be a way around every guard rule. CometKMS never does.
-        return this.process('sign_bytes', refusedSignBytes, async () => {
-          throw new Refusal(
-            'unable to sign bytes: CometKMS does not sign arbitrary bytes with a validator key',
-          );
-        });
+        return this.process('sign_bytes', refusedSignBytes, {}, async () => ({
+          outcome: 'refused',
+          code: 'sign_bytes_refused',
+          reason: 'unable to sign bytes: CometKMS does not sign arbitrary bytes with a validator key',
+        }));
       case 'pingRequest':
         return { kind: 'pingResponse' };
       default:
@@ -193,258 +213,215 @@ export class ChainGuard implements RequestHandler {
     }
   }
 
-  /**
-   * Runs `body` under the mutex and turns its result into the reply: a Refusal into `refuse`,
-   * anything else thrown into an empty Message. Checks the reply's shape and reports the decision.
-   */
+  /** Runs `body`, turns its result into the reply, checks the reply's shape and reports. */
   private async process(
     kind: DecisionKind,
     refuse: (description: string) => PrivvalMessage,
-    body: (trace: Trace) => Promise<{ reply: PrivvalMessage; outcome: DecisionOutcome }>,
+    trace: Trace,
+    body: () => Promise<Result>,
   ): Promise<PrivvalMessage> {
     const start = this.now();
-    const trace: Trace = {};
-    const { reply, outcome } = await this.mutex.run(async () => {
-      await this.pendingRecord;
-      let result: { reply: PrivvalMessage; outcome: DecisionOutcome };
-      try {
-        result = await body(trace);
-      } catch (err) {
-        if (err instanceof Refusal) {
-          trace.reason = err.message;
-          result = { reply: refuse(err.message), outcome: 'refused' };
-        } else {
-          trace.reason = describe(err);
-          result = { reply: tryAgain(), outcome: 'retry' };
-        }
-      }
-      try {
-        assertWellFormedReply(result.reply);
-      } catch (err) {
-        trace.reason = describe(err);
-        result = { reply: tryAgain(), outcome: 'retry' };
-      }
-      return result;
-    });
-    this.report(kind, outcome, trace, this.now() - start);
+    let result: Result;
+    try {
+      result = await body();
+    } catch (err) {
+      result =
+        err instanceof Retry
+          ? { outcome: 'retry', code: err.code, reason: err.message }
+          : { outcome: 'retry', code: 'store_unavailable', reason: describe(err) };
+    }
+    let reply: PrivvalMessage;
+    if (result.outcome === 'refused') reply = refuse(result.reason);
+    else if (result.outcome === 'retry') reply = tryAgain();
+    else reply = result.reply;
+    try {
+      assertWellFormedReply(reply);
+    } catch (err) {
+      // Never reached by a correct guard; the node must still never see such a reply.
+      result = { outcome: 'retry', code: 'signature_invalid', reason: describe(err) };
+      reply = tryAgain();
+    }
+    this.report(kind, result, trace, this.now() - start);
     return reply;
   }
 
-  private async pubKey(chainId: string): Promise<{ reply: PrivvalMessage; outcome: DecisionOutcome }> {
-    if (chainId !== this.chainId) {
+  private async pubKey(chainId: string): Promise<Result> {
+    if (chainId !== this.rules.chainId) {
       const text =
-        this.protocol === 'v1.0' ? 'unable to provide pubkey type and bytes' : 'unable to provide pubkey';
-      throw new Refusal(`${text}: chain id mismatch: got ${chainId}, want ${this.chainId}`);
-    }
-    return { reply: { kind: 'pubKeyResponse', pubKey: this.signer.pubKey }, outcome: 'served' };
-  }
-
-  private async signVote(
-    request: Extract<PrivvalMessage, { kind: 'signVoteRequest' }>,
-    trace: Trace,
-  ): Promise<{ reply: PrivvalMessage; outcome: DecisionOutcome }> {
-    if (request.chainId !== this.chainId) {
-      throw new Refusal(
-        `unable to sign vote: chain id mismatch: got ${request.chainId}, want ${this.chainId}`,
-      );
-    }
-    const vote = request.vote;
-    if (vote === undefined) throw new Refusal('unable to sign vote: missing vote');
-    Object.assign(trace, { type: vote.type, height: vote.height, round: vote.round });
-    const step = voteStep(vote.type);
-    if (step === undefined) throw new Refusal(`error signing vote: invalid vote type ${vote.type}`);
-    trace.step = step;
-    const problem = voteProblem(vote, this.validationContext(true));
-    if (problem !== undefined) throw new Refusal(`error signing vote: ${problem}`);
-
-    const policy = extensionPolicy(this.protocol, vote, request.skipExtensionSigning);
-    if (policy === 'forbid' && vote.extension.length > 0) {
-      throw new Refusal(
-        'error signing vote: unexpected vote extension - extensions are only allowed in non-nil precommits',
-      );
-    }
-    const signBytes = encode('vote', () => voteSignBytes(this.chainId, vote));
-    trace.signBytes = signBytes;
-    // The extension sign bytes are reserved together with the vote's; at an HRS already
-    // reserved only the reserved extension is signed again (see signSameHRS).
-    const extensionSignBytes =
-      policy === 'sign' ? encode('vote', () => voteExtensionSignBytes(this.chainId, vote)) : EMPTY;
-
-    const signed = await this.sign(
-      { kind: 'vote', hrs: { height: vote.height, round: vote.round, step }, signBytes, extensionSignBytes },
-      trace,
-    );
-    // A v0.38+ node panics on an extension signature for a prevote or nil precommit, and on a
-    // missing one for a non-nil precommit when it signs extensions.
-    if ((policy === 'sign') !== signed.extensionSignature.length > 0) {
-      throw new Error('extension signature does not match the extension policy');
-    }
-    const reply: Vote = {
-      ...vote,
-      timestamp: signed.timestamp ?? vote.timestamp,
-      signature: signed.signature,
-      // The node ignores the echoed extension (spec §1.2); leaving it out keeps the reply under
-      // the 10240-byte limit whatever the extension's size.
-      extension: EMPTY,
-      extensionSignature: signed.extensionSignature,
-    };
-    return { reply: { kind: 'signedVoteResponse', vote: reply }, outcome: signed.outcome };
-  }
-
-  private async signProposal(
-    request: Extract<PrivvalMessage, { kind: 'signProposalRequest' }>,
-    trace: Trace,
-  ): Promise<{ reply: PrivvalMessage; outcome: DecisionOutcome }> {
-    if (request.chainId !== this.chainId) {
-      throw new Refusal(
-        `unable to sign proposal: chain id mismatch: got ${request.chainId}, want ${this.chainId}`,
-      );
-    }
-    const proposal = request.proposal;
-    if (proposal === undefined) throw new Refusal('unable to sign proposal: missing proposal');
-    // A proposal is step 1 whatever its type field says (spec §7.1).
-    Object.assign(trace, {
-      type: proposal.type,
-      height: proposal.height,
-      round: proposal.round,
-      step: Step.Propose,
-    });
-    const problem = proposalProblem(proposal, this.validationContext(false));
-    if (problem !== undefined) throw new Refusal(`error signing proposal: ${problem}`);
-    const signBytes = encode('proposal', () => proposalSignBytes(this.chainId, proposal));
-    trace.signBytes = signBytes;
-
-    const signed = await this.sign(
-      {
-        kind: 'proposal',
-        hrs: { height: proposal.height, round: proposal.round, step: Step.Propose },
-        signBytes,
-        extensionSignBytes: EMPTY,
-      },
-      trace,
-    );
-    const reply = {
-      ...proposal,
-      timestamp: signed.timestamp ?? proposal.timestamp,
-      signature: signed.signature,
-    };
-    return { reply: { kind: 'signedProposalResponse', proposal: reply }, outcome: signed.outcome };
-  }
-
-  /**
-   * Decide → reserve → sign → verify → record. Never calls the signer for bytes that are not
-   * durably reserved at their HRS: either the reservation made here resolved `{ok: true}`, or
-   * the state the store reported already holds exactly those bytes (same HRS).
-   */
-  private async sign(job: SignJob, trace: Trace): Promise<Signed> {
-    let last = this.current();
-    for (let attempt = 0; attempt < MAX_RESERVE_ATTEMPTS; attempt++) {
-      const check = checkHRS(last, job.hrs);
-      if (check.kind === 'refused') throw new Refusal(`error signing ${job.kind}: ${check.reason}`);
-      if (check.kind === 'same') return this.signSameHRS(last, job, trace);
-
-      const next: SignState = {
-        ...job.hrs,
-        signBytes: job.signBytes,
-        extensionSignBytes: job.extensionSignBytes,
-        signature: EMPTY,
+        this.rules.protocol === 'v1.0'
+          ? 'unable to provide pubkey type and bytes'
+          : 'unable to provide pubkey';
+      return {
+        outcome: 'refused',
+        code: 'pubkey_chain_id_mismatch',
+        reason: `${text}: chain id mismatch: got ${boundText(chainId)}, want ${this.rules.chainId}`,
       };
-      let result: ReserveResult;
-      try {
-        result = await this.store.reserve(this.chainId, last, next);
-      } catch (err) {
-        // Unknown whether it was applied. Nothing is signed; if it was applied, the node's
-        // retry finds our own reservation (a failed compare-and-set returning it) and signs
-        // exactly those bytes then.
-        throw new TryAgain(`reserve failed: ${describe(err)}`);
-      }
-      if (result.ok) {
-        this.state = next;
-        return {
-          outcome: 'signed',
-          signature: await this.signReserved(next, trace),
-          extensionSignature: await this.signExtension(job.extensionSignBytes, trace),
-        };
-      }
-      this.adopt(result.current);
-      last = result.current;
     }
-    throw new TryAgain(`state still changing after ${MAX_RESERVE_ATTEMPTS} reservation attempts`);
+    return { outcome: 'served', reply: { kind: 'pubKeyResponse', pubKey: this.signer.pubKey } };
   }
 
   /**
-   * The same HRS as `last` (spec §7.2 step 4, ARCHITECTURE §2 invariant 2). Only ever signs
-   * `last.signBytes`, the bytes reserved at this HRS, so a retry can never produce a signature
-   * over anything else.
+   * Decide → (reserve) → sign → verify → record, under the mutex. The signer only ever sees
+   * bytes a verdict named: `next.signBytes` after `reserve` resolved `{ok: true}`, or the bytes
+   * already reserved at the requested HRS.
    */
-  private async signSameHRS(last: SignState, job: SignJob, trace: Trace): Promise<Signed> {
-    let outcome: Signed['outcome'] = 'resigned';
-    let timestamp: Timestamp | undefined;
-    if (!bytesEqual(last.signBytes, job.signBytes)) {
-      timestamp = timestampOnlyDifference(job.kind, last.signBytes, job.signBytes);
-      if (timestamp === undefined) throw new Refusal(`error signing ${job.kind}: conflicting data`);
-      outcome = 'timestamp_only';
-      // What goes out is a signature over the reserved bytes: that is what the decision (and the
-      // audit log, which `audit check` reads for conflicts) must name, not the request's bytes.
-      trace.signBytes = last.signBytes;
+  private async sign(request: SignRequest, trace: Trace): Promise<Result> {
+    let last = await this.usableState();
+    for (let attempt = 0; attempt < MAX_RESERVE_ATTEMPTS; attempt++) {
+      const verdict = decide(last, request, this.rules);
+      traceVerdict(trace, request, verdict);
+      switch (verdict.action) {
+        case 'refuse':
+          return { outcome: 'refused', code: verdict.code, reason: verdict.text };
+        case 'sign_reserved':
+          return await this.signReserved(last, verdict);
+        case 'reserve': {
+          const result = await this.reserve(last, verdict.next);
+          if (result.ok) {
+            this.state = verdict.next;
+            return await this.signNew(verdict, trace);
+          }
+          this.adopt(last, result.current);
+          last = result.current;
+        }
+      }
     }
-    // FilePV signs whatever extension the retry carries. Here the extension sign bytes are part
-    // of the reservation (invariant 2): only the reserved ones may be signed at this HRS, so a
-    // second, different extension signature at one HRS never exists, across the whole cluster
-    // too. Refusing costs at most this precommit (an application that produced another extension
-    // after a node crash); a plain retry carries the same extension and is served.
-    if (job.extensionSignBytes.length > 0 && !bytesEqual(job.extensionSignBytes, last.extensionSignBytes)) {
-      throw new Refusal(`error signing ${job.kind}: conflicting vote extension`);
-    }
-    // A reservation without a (valid) recorded signature is a crash or an HSM failure between
-    // reserve and record: sign the reserved bytes again. ed25519 is deterministic, and a second
-    // ECDSA signature over identical bytes is not equivocation.
-    const signature = this.verifies(last.signBytes, last.signature)
-      ? last.signature
-      : await this.signReserved(last, trace);
-    // The request's extension sign bytes, which the check above proved to be the reserved ones.
-    const extensionSignature = await this.signExtension(job.extensionSignBytes, trace);
-    return timestamp === undefined
-      ? { outcome, signature, extensionSignature }
-      : { outcome, signature, timestamp, extensionSignature };
+    throw new Retry('contention', `state still changing after ${MAX_RESERVE_ATTEMPTS} reservation attempts`);
   }
 
-  /** Signs the sign bytes of `reserved` (durably reserved already), verifies, and records it. */
-  private async signReserved(reserved: SignState, trace: Trace): Promise<Uint8Array> {
-    const signature = await this.hsmSign(reserved.signBytes, trace);
-    this.pendingRecord = this.recordInBackground(reserved, signature);
-    return signature;
+  /** The new reservation is durable: sign exactly its bytes, record, reply. */
+  private async signNew(verdict: Extract<Verdict, { action: 'reserve' }>, trace: Trace): Promise<Result> {
+    const { next } = verdict;
+    const signature = await this.hsmSign(next.signBytes, trace);
+    const extensionSignature = await this.signExtension(next.extensionSignBytes, trace);
+    await this.record(next, signature);
+    return { outcome: 'signed', reply: signedReply(verdict.reply, signature, extensionSignature) };
   }
 
   /**
-   * Records `signature` for the reservation `reserved` without delaying the reply. Recording is
-   * bookkeeping, not protection: the reservation of exactly these bytes at this HRS is already
-   * durable, so no other bytes can be signed at this HRS or below it whatever happens here; a
-   * later request for this HRS that finds no signature re-signs the same reserved bytes. The
-   * next decision of this guard waits for this promise (see {@link pendingRecord}); it never
-   * rejects.
+   * The same HRS as `last`, asking for what is reserved there (spec §7.2 step 4, invariant 2):
+   * the recorded signature when it verifies, else a new signature over the reserved bytes (a
+   * crash or HSM failure between reserve and record; ed25519 gives the same signature again,
+   * and a second ECDSA signature over identical bytes is not equivocation).
    */
-  private async recordInBackground(reserved: SignState, signature: Uint8Array): Promise<void> {
+  private async signReserved(
+    last: SignState,
+    verdict: Extract<Verdict, { action: 'sign_reserved' }>,
+  ): Promise<Result> {
+    let signature = verdict.recorded;
+    if (!this.verifies(verdict.signBytes, signature)) {
+      signature = await this.hsmSign(verdict.signBytes, {});
+      await this.record(last, signature);
+    }
+    const extensionSignature = await this.signExtension(verdict.extensionSignBytes, {});
+    return {
+      outcome: verdict.outcome,
+      reply: signedReply(verdict.reply, signature, extensionSignature, verdict.timestamp),
+    };
+  }
+
+  /** The store's compare-and-set; its failures become retries (and alarms for unusable state). */
+  private async reserve(expected: SignState, next: SignState) {
     try {
-      await this.store.recordSignature(this.chainId, reserved, reserved.signBytes, signature);
-      const s = this.current();
-      if (compareHRS(s, reserved) === 0 && bytesEqual(s.signBytes, reserved.signBytes)) {
-        this.state = { ...s, signature };
-      }
+      const result = await this.store.reserve(this.rules.chainId, expected, next);
+      this.setAlarm(undefined);
+      return result;
     } catch (err) {
+      // Unknown whether it was applied. Nothing is signed; if it was applied, the node's retry
+      // finds our own reservation (a failed compare-and-set returning it) and signs exactly
+      // those bytes then.
+      throw this.storeFailure(err, 'reserve');
+    }
+  }
+
+  /**
+   * Records `signature` for `reserved`. For secp256k1 the record must be durable before the
+   * signature is returned, so its failure is a retry; for ed25519 it is bookkeeping (the
+   * reservation already binds the HRS and the bytes re-sign identically), so a failure is only
+   * reported.
+   */
+  private async record(reserved: SignState, signature: Uint8Array): Promise<void> {
+    try {
+      await this.store.recordSignature(this.rules.chainId, reserved, signature, {
+        durable: this.durableRecords,
+      });
+    } catch (err) {
+      if (this.durableRecords) throw new Retry('record_failed', `signature not recorded: ${describe(err)}`);
       try {
         this.onRecordFailure?.(`signature not recorded: ${describe(err)}`);
       } catch {
         // a failing observer must not disturb signing
       }
+      return;
+    }
+    const s = this.state;
+    if (s !== undefined && compareHRS(s, reserved) === 0 && bytesEqual(s.signBytes, reserved.signBytes)) {
+      this.state = { ...s, signature };
     }
   }
 
-  /** Resolves once the last signature record has been written (or has failed). */
-  async drain(): Promise<void> {
-    await this.mutex.run(async () => {
-      await this.pendingRecord;
-    });
+  /** The known state, re-read from the store while it is missing or alarmed. */
+  private async usableState(): Promise<SignState> {
+    if (this.state !== undefined && this.stateAlarm === undefined) return this.state;
+    return await this.reload();
+  }
+
+  /**
+   * Reads the chain's state from the store: the known state's replacement, which must not be
+   * behind it (invariant 5). Missing or unusable: raises the alarm and throws a Retry.
+   */
+  private async reload(): Promise<SignState> {
+    let loaded: SignState | undefined;
+    try {
+      loaded = await this.store.load(this.rules.chainId);
+    } catch (err) {
+      throw this.storeFailure(err, 'load');
+    }
+    if (loaded === undefined) {
+      throw this.raise(
+        'state_missing',
+        `chain ${this.rules.chainId} has no sign state: a missing state is never read as an empty one`,
+      );
+    }
+    if (this.state !== undefined) this.adopt(this.state, loaded);
+    this.state = loaded;
+    this.setAlarm(undefined);
+    return loaded;
+  }
+
+  /** Takes `observed` (from the store) as the known state if it moves forward from `known`. */
+  private adopt(known: SignState, observed: SignState): void {
+    const advance = checkAdvance(known, observed);
+    if (!advance.ok) throw this.raise('state_regression', advance.text);
+    this.state = observed;
+  }
+
+  /** Sets the state alarm and returns the Retry that carries it. */
+  private raise(code: RetryCode, reason: string): Retry {
+    this.setAlarm({ code, reason });
+    return new Retry(code, reason);
+  }
+
+  /** Changes the alarm, telling `onAlarm` when it is raised, changes or clears. */
+  private setAlarm(alarm: StateAlarm | undefined): void {
+    const was = this.stateAlarm;
+    this.stateAlarm = alarm;
+    if (was?.code === alarm?.code && was?.reason === alarm?.reason) return;
+    try {
+      this.onAlarm?.(alarm);
+    } catch {
+      // an observer's failure must not disturb signing
+    }
+  }
+
+  /** A store failure as a Retry; the unusable-state kinds also raise the alarm. */
+  private storeFailure(err: unknown, op: string): Retry {
+    const reason = `${op} failed: ${describe(err)}`;
+    if (err instanceof StateMissingError) return this.raise('state_missing', reason);
+    if (err instanceof StateRegressionError) return this.raise('state_regression', reason);
+    if (err instanceof StateStoreError) return this.raise('state_unusable', reason);
+    if (err instanceof NotLeaderError) return new Retry('not_leader', reason);
+    return new Retry('store_unavailable', reason);
   }
 
   /** Signs `bytes` (if any) with no state change: extension sign bytes only. */
@@ -459,11 +436,13 @@ export class ChainGuard implements RequestHandler {
     try {
       signature = await this.signer.sign(bytes);
     } catch (err) {
-      throw new TryAgain(`signer failed: ${describe(err)}`);
+      throw new Retry('signer_failed', `signer failed: ${describe(err)}`);
     } finally {
       trace.hsmMs = (trace.hsmMs ?? 0) + (this.now() - start);
     }
-    if (!this.verifies(bytes, signature)) throw new TryAgain('signature from the signer failed verification');
+    if (!this.verifies(bytes, signature)) {
+      throw new Retry('signature_invalid', 'signature from the signer failed verification');
+    }
     return signature;
   }
 
@@ -476,48 +455,22 @@ export class ChainGuard implements RequestHandler {
     }
   }
 
-  /**
-   * Takes `current` (reported by a failed compare-and-set) as the new last state. A state behind
-   * the one already known (a lower HRS, or other bytes at the same HRS) means the store went
-   * backwards: that stops signing instead of becoming a new baseline (ARCHITECTURE §2, inv. 3).
-   */
-  private adopt(current: SignState): void {
-    const known = this.current();
-    const order = compareHRS(current, known);
-    const forward =
-      order > 0 ||
-      (order === 0 &&
-        bytesEqual(current.signBytes, known.signBytes) &&
-        bytesEqual(current.extensionSignBytes, known.extensionSignBytes));
-    if (!forward) {
-      throw new TryAgain(
-        `store state went backwards: ${current.height}/${current.round}/${current.step} ` +
-          `after ${known.height}/${known.round}/${known.step}`,
-      );
-    }
-    this.state = current;
-  }
-
-  private current(): SignState {
-    if (this.state === undefined) throw new Error(`guard for chain ${this.chainId} is not initialised`);
-    return this.state;
-  }
-
-  private validationContext(isVote: boolean): ValidationContext {
-    const ctx: ValidationContext = { lastHeight: this.current().height };
-    if (this.maxHeightJump !== undefined) ctx.maxHeightJump = this.maxHeightJump;
-    if (isVote && this.keyAddress !== undefined) ctx.validatorAddress = this.keyAddress;
-    return ctx;
-  }
-
-  private report(kind: DecisionKind, outcome: DecisionOutcome, trace: Trace, latencyMs: number): void {
+  private report(kind: DecisionKind, result: Result, trace: Trace, latencyMs: number): void {
     if (this.onDecision === undefined) return;
-    const decision: GuardDecision = { chainId: this.chainId, kind, outcome, latencyMs };
+    const decision: GuardDecision = {
+      chainId: this.rules.chainId,
+      kind,
+      outcome: result.outcome,
+      latencyMs,
+    };
     if (trace.type !== undefined) decision.type = trace.type;
     if (trace.height !== undefined) decision.height = trace.height;
     if (trace.round !== undefined) decision.round = trace.round;
     if (trace.step !== undefined) decision.step = trace.step;
-    if (trace.reason !== undefined) decision.reason = trace.reason;
+    if (result.outcome === 'refused' || result.outcome === 'retry') {
+      decision.code = result.code;
+      decision.reason = result.reason;
+    }
     if (trace.signBytes !== undefined) decision.signBytesSha256 = bytesToHex(sha256(trace.signBytes));
     if (trace.hsmMs !== undefined) decision.hsmMs = trace.hsmMs;
     try {
@@ -528,16 +481,52 @@ export class ChainGuard implements RequestHandler {
   }
 }
 
-/** Computes sign bytes; a CodecError (e.g. a hash that is neither 0 nor 32 bytes) is a refusal. */
-function encode(kind: 'vote' | 'proposal', fn: () => Uint8Array): Uint8Array {
-  try {
-    return fn();
-  } catch (err) {
-    if (err instanceof CodecError) throw new Refusal(`error signing ${kind}: ${err.message}`);
-    throw err;
+/** What the decision of `request` reports: its type and HRS, and the bytes a signature covers. */
+function traceVerdict(trace: Trace, request: SignRequest, verdict: Verdict): void {
+  const payload = request.kind === 'signVoteRequest' ? request.vote : request.proposal;
+  if (payload !== undefined) {
+    Object.assign(trace, { type: payload.type, height: payload.height, round: payload.round });
   }
+  if (verdict.action === 'refuse') return;
+  trace.step = verdict.hrs.step;
+  // What goes out is a signature over these bytes: for a timestamp-only answer the reserved
+  // ones, which is what the audit log (and `audit check`) must name.
+  trace.signBytes = verdict.action === 'reserve' ? verdict.next.signBytes : verdict.signBytes;
+}
+
+/**
+ * The signed response for `template`. The echoed vote extension is left out: the node ignores it
+ * (spec §1.2), and leaving it out keeps the reply under the 10240-byte limit whatever its size.
+ * A v0.38+ node panics on an extension signature for a prevote or nil precommit, and on a missing
+ * one for a non-nil precommit when it signs extensions: decide() only names extension bytes when
+ * the extension policy is "sign", so `extensionSignature` is present exactly then.
+ */
+function signedReply(
+  template: ReplyTemplate,
+  signature: Uint8Array,
+  extensionSignature: Uint8Array,
+  timestamp?: Timestamp,
+): PrivvalMessage {
+  if (template.kind === 'vote') {
+    const vote = template.vote;
+    return {
+      kind: 'signedVoteResponse',
+      vote: {
+        ...vote,
+        timestamp: timestamp ?? vote.timestamp,
+        signature,
+        extension: EMPTY,
+        extensionSignature,
+      },
+    };
+  }
+  const proposal = template.proposal;
+  return {
+    kind: 'signedProposalResponse',
+    proposal: { ...proposal, timestamp: timestamp ?? proposal.timestamp, signature },
+  };
 }
 
 function describe(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
+  return boundText(err instanceof Error ? err.message : String(err), 1024);
 }

@@ -1,10 +1,12 @@
+import type { RefusalCode } from './decide.ts';
+
 /** What a guard decision was about. */
 export type DecisionKind = 'vote' | 'proposal' | 'pubkey' | 'sign_bytes';
 
 /**
  * How a request ended.
  * - `signed`: a new HRS was reserved and its bytes signed.
- * - `resigned`: the same HRS with identical sign bytes: the stored signature, or a new signature
+ * - `resigned`: the same HRS with identical sign bytes: the recorded signature, or a new signature
  *   over the reserved bytes when none had been recorded.
  * - `timestamp_only`: the same HRS with only the timestamp changed: the reserved bytes' signature
  *   and the reserved timestamp were returned.
@@ -14,6 +16,36 @@ export type DecisionKind = 'vote' | 'proposal' | 'pubkey' | 'sign_bytes';
  *   was returned.
  */
 export type DecisionOutcome = 'signed' | 'resigned' | 'timestamp_only' | 'served' | 'refused' | 'retry';
+
+/**
+ * Why a request was answered "try again" (an empty Message): nothing was signed, or nothing
+ * signed could be returned safely.
+ * - `state_missing`: the chain has no state (never created by `state init|import`, or lost);
+ * - `state_regression`: the stored state is below one seen before (restore, wipe, forced import);
+ * - `state_unusable`: the stored state is unreadable or was changed behind the store's back;
+ * - `not_leader`: this node does not hold the leadership a fenced write needs;
+ * - `store_unavailable`: the store did not answer (unknown whether a reservation was applied);
+ * - `contention`: the state kept changing under the reservation;
+ * - `signer_failed`, `signature_invalid`: the HSM failed, or its signature did not verify;
+ * - `record_failed`: a signature that must be recorded before it is returned (secp256k1) was not.
+ */
+export type RetryCode =
+  | 'state_missing'
+  | 'state_regression'
+  | 'state_unusable'
+  | 'not_leader'
+  | 'store_unavailable'
+  | 'contention'
+  | 'signer_failed'
+  | 'signature_invalid'
+  | 'record_failed';
+
+/** The retry codes that mean the chain's state needs an operator (the chain's state alarm). */
+export const STATE_ALARM_CODES: ReadonlySet<RetryCode> = new Set<RetryCode>([
+  'state_missing',
+  'state_regression',
+  'state_unusable',
+]);
 
 /** One event per request handled by a guard (for the audit log and metrics). */
 export interface GuardDecision {
@@ -26,7 +58,9 @@ export interface GuardDecision {
   /** FilePV step: 1 propose, 2 prevote, 3 precommit */
   step?: number;
   outcome: DecisionOutcome;
-  /** why it was refused or retried, or what went wrong on an otherwise successful path */
+  /** why it was refused (a RefusalCode) or retried (a RetryCode) */
+  code?: RefusalCode | RetryCode;
+  /** the reason in words (bounded: peer strings in it are cut, see cometbft/text.ts) */
   reason?: string;
   /** hex SHA-256 of the sign bytes the decision was about, once they were computed */
   signBytesSha256?: string;

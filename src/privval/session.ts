@@ -11,42 +11,59 @@
  * - Ping is answered with PingResponse here; every other request goes to the handler.
  * - A handler that throws, or a reply that cannot be encoded, is answered with an empty Message:
  *   the node re-sends the same request (spec §1.2), which is always safe, never a signature.
- * - A well-framed body that fails to decode is also answered with an empty Message. The framing
- *   is intact, so the stream stays usable, and answering keeps the strict one-reply-per-request
- *   pairing (the Go reference sends nothing and the node then waits 5 s for a timeout).
+ * - A well-framed body that fails to decode is answered with a refusal of its type when the type
+ *   can still be read (a round of 2^31, a timestamp past year 9999: retrying the same bytes would
+ *   fail the same way forever), else with an empty Message. The framing is intact, so the stream
+ *   stays usable, and answering keeps the strict one-reply-per-request pairing (the Go reference
+ *   sends nothing and the node then waits 5 s for a timeout). Text taken from the request is cut
+ *   to a bounded length wherever it is repeated (cometbft/text.ts).
  * - A framing error (an oversize or malformed length prefix) means the byte stream can no longer
  *   be split into messages: the session closes the connection and the dialer reconnects.
  * - Replies are kept ≤ `maxReplySize` (10240, the node's read limit): a signed vote whose echoed
  *   `extension` makes it too big is re-encoded without the extension (the node ignores every
  *   returned vote field but signature, timestamp and extension signature); if it is still too
  *   big, the reply becomes an empty Message.
- * - No data for longer than `idleTimeoutMs` while waiting for a request means the node is gone
- *   (it pings every 3.3 s when idle): the session closes the connection.
+ * - No complete request for longer than `idleTimeoutMs` while waiting for one means the node is
+ *   gone (it pings every 3.3 s when idle): the session closes the connection. Only complete
+ *   requests count, so a peer trickling one byte a second cannot hold a connection open.
+ * - A reply the peer does not read within `writeTimeoutMs` (the node's own read deadline is 5 s)
+ *   closes the connection: a node that never reads cannot pin the session.
  */
 
 import type { Duplex } from 'node:stream';
 import pino from 'pino';
 import { CodecError } from '../cometbft/errors.ts';
 import { FrameDecoder, lengthPrefixed } from '../cometbft/framing.ts';
-import { decodeMessage, encodeMessage } from '../cometbft/messages.ts';
+import { decodeMessage, encodeMessage, messageCaseOf } from '../cometbft/messages.ts';
+import { refusalFor } from '../cometbft/replies.ts';
+import { boundText } from '../cometbft/text.ts';
 import type { PrivvalMessage, ProtocolVersion } from '../cometbft/types.ts';
 import type { RequestHandler } from './handler.ts';
 
 /** Largest reply body a v0.34–v1.0 node reads (spec §1.2: compared with the length value). */
 export const MAX_REPLY_SIZE = 10240;
-/** Default request size limit: generous on input is harmless (spec §1.3). */
-export const DEFAULT_MAX_REQUEST_SIZE = 1024 * 1024;
-/** Default silence after which the connection counts as dead (the node pings every 3.3 s). */
+/**
+ * Default request size limit: what the largest legitimate request needs and no more. Only a vote
+ * extension makes a request big: CometBFT's MaxVoteExtensionSize (1 MiB) plus two signatures of
+ * at most 64 bytes plus 1 KiB for the other fields (spec §10.2: the same bound later CometBFT
+ * lines put on privval messages).
+ */
+export const DEFAULT_MAX_REQUEST_SIZE = 1024 * 1024 + 2 * 64 + 1024;
+/** Default time without a complete request after which the connection counts as dead (the node pings every 3.3 s). */
 export const DEFAULT_IDLE_TIMEOUT_MS = 10_000;
+/** Default time a reply may wait for the peer to read it (the node's own read deadline is 5 s). */
+export const DEFAULT_WRITE_TIMEOUT_MS = 5_000;
 
 /** Options of {@link runSession}. */
 export interface SessionOptions {
   version: ProtocolVersion;
   handler: RequestHandler;
-  /** Largest accepted request body; a longer length prefix closes the connection. Default 1 MiB. */
+  /** Largest accepted request body; a longer length prefix closes the connection. Default: see DEFAULT_MAX_REQUEST_SIZE. */
   maxRequestSize?: number;
-  /** Silence (no bytes received while waiting for a request) that ends the session. Default 10 s. */
+  /** Time without a complete request (while waiting for one) that ends the session. Default 10 s. */
   idleTimeoutMs?: number;
+  /** Time a reply may take to be taken by the transport before the session ends. Default 5 s. */
+  writeTimeoutMs?: number;
   /** Largest reply body written. Default 10240. */
   maxReplySize?: number;
   logger?: pino.Logger;
@@ -56,11 +73,18 @@ export interface SessionOptions {
  * Why a session ended:
  * - `eof`: the peer ended the stream (after any fully received requests were answered);
  * - `closed`: the stream was closed or destroyed (by the peer or by the owner, e.g. on stop);
- * - `idle-timeout`: nothing was received for `idleTimeoutMs`;
+ * - `idle-timeout`: no complete request was received for `idleTimeoutMs`;
+ * - `write-timeout`: a reply was not taken by the transport within `writeTimeoutMs`;
  * - `framing-error`: an oversize or malformed length prefix;
  * - `error`: the stream reported an error.
  */
-export type SessionEndReason = 'eof' | 'closed' | 'idle-timeout' | 'framing-error' | 'error';
+export type SessionEndReason =
+  | 'eof'
+  | 'closed'
+  | 'idle-timeout'
+  | 'write-timeout'
+  | 'framing-error'
+  | 'error';
 
 /** The outcome of {@link runSession}. */
 export interface SessionEnd {
@@ -90,6 +114,7 @@ class Session {
 
   private readonly decoder: FrameDecoder;
   private readonly idleTimeoutMs: number;
+  private readonly writeTimeoutMs: number;
   private readonly maxReplySize: number;
   private readonly log: pino.Logger;
   private readonly queue: Uint8Array[] = [];
@@ -111,6 +136,7 @@ class Session {
     });
     this.decoder = new FrameDecoder({ maxLength: opts.maxRequestSize ?? DEFAULT_MAX_REQUEST_SIZE });
     this.idleTimeoutMs = opts.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS;
+    this.writeTimeoutMs = opts.writeTimeoutMs ?? DEFAULT_WRITE_TIMEOUT_MS;
     this.maxReplySize = opts.maxReplySize ?? MAX_REPLY_SIZE;
     this.log = opts.logger ?? silentLogger;
 
@@ -138,7 +164,8 @@ class Session {
       this.finish('framing-error', error);
       return;
     }
-    this.armIdleTimer();
+    // Partial frames do not count as life: the idle timer keeps running until a whole request
+    // is in (see the module comment).
     if (frames.length === 0) return;
     this.queue.push(...frames);
     void this.drain();
@@ -181,11 +208,16 @@ class Session {
       request = decodeMessage(body, version);
     } catch (err) {
       if (!(err instanceof CodecError)) throw err;
+      const kind = messageCaseOf(body, version);
+      const description = `unable to decode ${kind ?? 'request'}: ${boundText(err.message)}`;
+      const refusal = kind === undefined ? undefined : refusalFor(kind, description);
       this.log.warn(
-        { err, bytes: body.length },
-        'privval: undecodable request; replying with an empty Message',
+        { reason: description, bytes: body.length },
+        refusal === undefined
+          ? 'privval: undecodable request; replying with an empty Message'
+          : 'privval: undecodable request; refusing it',
       );
-      return encodeMessage({ kind: 'empty' }, version);
+      return encodeMessage(refusal ?? { kind: 'empty' }, version);
     }
     if (request.kind === 'pingRequest') return encodeMessage({ kind: 'pingResponse' }, version);
 
@@ -229,16 +261,28 @@ class Session {
     return encodeMessage({ kind: 'empty' }, version);
   }
 
-  /** Writes one reply; resolves once it is handed to the transport or the session finished. */
+  /**
+   * Writes one reply; resolves once it is handed to the transport, or the session finished, or
+   * (ending the session) after `writeTimeoutMs` without the peer taking it.
+   */
   private write(bytes: Uint8Array): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
     const written = new Promise<void>((resolve) => {
+      timer = setTimeout(() => {
+        this.log.warn(
+          { writeTimeoutMs: this.writeTimeoutMs },
+          'privval: the node does not read its replies; closing the connection',
+        );
+        this.finish('write-timeout');
+        resolve();
+      }, this.writeTimeoutMs);
       this.stream.write(bytes, (err) => {
         if (err) this.finish('error', err);
         resolve();
       });
     });
     // A transport that never calls back after being destroyed must not hang the session.
-    return Promise.race([written, this.finishedSignal]);
+    return Promise.race([written, this.finishedSignal]).finally(() => clearTimeout(timer));
   }
 
   private armIdleTimer(): void {

@@ -310,6 +310,14 @@ export class ValidatorSimulator {
     return reply;
   }
 
+  /**
+   * Race mode: sends exactly `msg` once (no retries, no checks, whatever it carries: another chain
+   * id, out-of-range values) and returns the reply. For tests of hostile or broken requests.
+   */
+  async requestRaw(msg: PrivvalMessage): Promise<PrivvalMessage> {
+    return await this.requestOnce(msg);
+  }
+
   /** Sends one PingRequest and returns the reply (any type: the node does not check it). */
   ping(): Promise<PrivvalMessage> {
     return this.requestOnce({ kind: 'pingRequest' });

@@ -1,9 +1,13 @@
 import { performance } from 'node:perf_hooks';
 import type { Etcd3, ICompare, IKeyValue, IRangeResponse, ITxnResponse } from 'etcd3';
-import { compareHRS, type HRS } from '../cometbft/types.ts';
+import { bytesEqual } from '../cometbft/bytes.ts';
+import { compareHRS } from '../cometbft/types.ts';
+import { NotLeaderError, StateMissingError, StateRegressionError, stateRemedy } from './errors.ts';
+import type { HighWaterMarks } from './high-water.ts';
+import { formatHrs } from './state-codec.ts';
 import {
   copySignState,
-  initialSignState,
+  type Reservation,
   type ReserveResult,
   type SignState,
   type SignStateStore,
@@ -28,16 +32,6 @@ export interface LeadershipFence {
   readonly token: FencingToken | undefined;
   /** a fenced write failed on leadership: drop `token`'s leadership (no-op if it is already gone) */
   stepDown(reason: string, token: FencingToken): void;
-}
-
-/** This node does not (or no longer) hold the leadership the write was fenced with. */
-export class NotLeaderError extends Error {
-  override readonly name = 'NotLeaderError';
-}
-
-/** etcd returned a state lower than one this process already saw (restored backup, wrong prefix). */
-export class StateRegressionError extends Error {
-  override readonly name = 'StateRegressionError';
 }
 
 /** The etcd keys CometKMS uses under a prefix. */
@@ -165,13 +159,15 @@ export async function readEtcdStateRecord(
 
 /**
  * Writes `next` to the state key of `chainId` in ONE compare-and-swap transaction: only if the
- * key still has `expected`'s mod revision, or, with `expected` undefined, does not exist yet.
- * Returns false (and writes nothing) if anything wrote the key since it was read.
+ * key still has `expected`'s mod revision, or, with `expected` undefined, does not exist yet
+ * (create-if-absent). Returns false (and writes nothing) if anything wrote the key since it was
+ * read.
  *
- * This is how an operator seeds the state (`cometkms state import`), with nodes running or not.
- * It needs no leadership: a leader's next fenced reservation compares the state key's mod
- * revision it last saw, so it fails, re-reads, and continues from the written state (refusing
- * anything below it). Whether `next` may replace the state read is the caller's decision.
+ * This is how an operator creates or seeds the state (`cometkms state init|import`), with nodes
+ * running or not; nothing else ever creates a state key. It needs no leadership: a leader's next
+ * fenced reservation compares the state key's mod revision it last saw, so it fails, re-reads,
+ * and continues from the written state (refusing anything below what it saw). Whether `next`
+ * may replace the state read is the caller's decision.
  */
 export async function swapEtcdSignState(
   client: Etcd3,
@@ -205,7 +201,9 @@ export interface EtcdSignStateStoreOptions {
   /** key prefix, e.g. "cometkms/" */
   prefix: string;
   leadership: LeadershipFence;
-  /** told about every etcd call (ops `state_read` and `reserve`), e.g. for metrics */
+  /** this node's durable high-water marks (in its home) */
+  marks: HighWaterMarks;
+  /** told about every etcd call (ops `state_read`, `reserve`, `record`), e.g. for metrics */
   observer?: EtcdCallObserver;
 }
 
@@ -218,34 +216,42 @@ export interface EtcdSignStateStoreOptions {
  * write, whatever it believes. etcd's reply to a successful transaction means the write is
  * committed by a quorum (and fsynced by each of its members), so `{ok: true}` is durable.
  *
- * The hot path is one round trip: the state key's mod revision is cached from the last read or
- * successful transaction. Every state seen is checked never to go below the highest state this
- * process saw before (invariant 3). Does not own `client`: `close()` leaves it open.
+ * The store never creates a state key (invariant 7): a missing key is a chain without state,
+ * until an operator runs `state init|import`. Every state read from etcd is checked against this
+ * node's durable high-water mark (high-water.ts) and raises it: a state below the mark, or a
+ * missing key once the node has seen one, is a StateRegressionError, never a new baseline. That
+ * catches what no transaction can: a wiped etcd, a restored older snapshot, a wrong prefix, a
+ * forced import of a lower state. The mark is raised durably after each committed reservation
+ * and before it is reported, so no signature can exist above this node's mark on disk.
+ *
+ * The hot path is one etcd round trip: the state key's mod revision is cached from the last read
+ * or successful transaction. Does not own `client`: `close()` leaves it open.
  */
 export class EtcdSignStateStore implements SignStateStore {
   readonly #client: Etcd3;
   readonly #prefix: string;
   readonly #leadership: LeadershipFence;
+  readonly #marks: HighWaterMarks;
   readonly #observer: EtcdCallObserver | undefined;
   readonly #cache = new Map<string, Cached>();
-  /** the highest HRS seen per chain; never decreases */
-  readonly #highest = new Map<string, HRS>();
 
   constructor(opts: EtcdSignStateStoreOptions) {
     this.#client = opts.client;
     this.#prefix = opts.prefix;
     this.#leadership = opts.leadership;
+    this.#marks = opts.marks;
     this.#observer = opts.observer;
   }
 
-  async load(chainId: string): Promise<SignState> {
-    return copySignState((await this.#read(chainId)).state);
+  async load(chainId: string): Promise<SignState | undefined> {
+    const cached = await this.#read(chainId);
+    return cached === undefined ? undefined : copySignState(cached.state);
   }
 
   async reserve(chainId: string, expected: SignState, next: SignState): Promise<ReserveResult> {
     if (compareHRS(next, expected) < 0) {
       throw new StateRegressionError(
-        `refusing to reserve ${next.height}/${next.round}/${next.step} below the current state`,
+        `refusing to reserve ${formatHrs(next)} below the current state ${formatHrs(expected)}`,
       );
     }
     const token = this.#requireToken();
@@ -253,34 +259,45 @@ export class EtcdSignStateStore implements SignStateStore {
     if (cached === undefined || !sameSignState(cached.state, expected)) {
       // Our view is not what the caller decided against: read etcd before comparing anything.
       cached = await this.#read(chainId);
+      if (cached === undefined) throw this.#missing(chainId);
       if (!sameSignState(cached.state, expected)) return { ok: false, current: copySignState(cached.state) };
     }
-    const res = await this.#fencedPut(chainId, token, cached.modRevision, next);
+    const res = await this.#fencedPut(chainId, token, cached.modRevision, next, 'reserve');
     if (res.succeeded) return { ok: true };
     const current = this.#afterFailure(chainId, token, res);
     return { ok: false, current: copySignState(current.state) };
   }
 
   /**
-   * Keeps the signature with this leader's cached state; it is not written to etcd. Recording is
-   * bookkeeping, not protection: the reservation of exactly these sign bytes is already
-   * committed by a quorum, so no other bytes can be signed at this HRS by any node. A same-HRS
-   * retry served by this leader gets the kept signature back; after a failover the new leader
-   * finds the reservation without one and re-signs the reserved bytes (deterministic for
-   * ed25519; a second ECDSA signature over identical bytes is not equivocation). Skipping the
-   * write saves a quorum round trip per signature on the hot path.
+   * Records `signature` for `reserved`. Not durable (ed25519): kept with this leader's cached
+   * state only; the reservation of exactly these sign bytes is already committed by a quorum, so
+   * no other bytes can be signed at this HRS by any node, and a new leader that finds the
+   * reservation without a signature re-signs the same bytes (deterministic). Skipping the write
+   * saves a quorum round trip per signature. Durable (secp256k1): one more fenced transaction
+   * writes the state with its signature, so that any leader returns this very signature again.
    */
   async recordSignature(
     chainId: string,
-    hrs: HRS,
-    signBytes: Uint8Array,
+    reserved: Reservation,
     signature: Uint8Array,
+    opts: { durable: boolean },
   ): Promise<void> {
     const cached = this.#cache.get(chainId);
     if (cached === undefined) return;
-    if (compareHRS(cached.state, hrs) !== 0 || !Buffer.from(cached.state.signBytes).equals(signBytes)) return;
-    // Same mod revision: etcd's value differs only in the signature, which compares ignore.
-    this.#cache.set(chainId, { ...cached, state: { ...cached.state, signature: signature.slice() } });
+    const state = cached.state;
+    if (compareHRS(state, reserved) !== 0 || !bytesEqual(state.signBytes, reserved.signBytes)) return;
+    const signed = { ...state, signature: signature.slice() };
+    if (!opts.durable) {
+      // Same mod revision: etcd's value differs only in the signature, which compares ignore.
+      this.#cache.set(chainId, { ...cached, state: signed });
+      return;
+    }
+    const token = this.#requireToken();
+    const res = await this.#fencedPut(chainId, token, cached.modRevision, signed, 'record');
+    if (res.succeeded) return;
+    // The state moved on (a later reservation or an import): this record no longer matters,
+    // unless leadership is lost, which #afterFailure reports.
+    this.#afterFailure(chainId, token, res);
   }
 
   async close(): Promise<void> {
@@ -294,10 +311,10 @@ export class EtcdSignStateStore implements SignStateStore {
   }
 
   /** One transaction: fences + state unchanged → put `next`; else read the leader and state keys. */
-  async #fencedPut(chainId: string, token: FencingToken, modRevision: string, next: SignState) {
+  async #fencedPut(chainId: string, token: FencingToken, modRevision: string, next: SignState, op: string) {
     const leaderKey = etcdKeys.leader(this.#prefix);
     const stateKey = etcdKeys.state(this.#prefix, chainId);
-    const res: ITxnResponse = await observeEtcdCall(this.#observer, 'reserve', () =>
+    const res: ITxnResponse = await observeEtcdCall(this.#observer, op, () =>
       this.#client.kv.txn({
         compare: [
           ...fencingCompares(leaderKey, token),
@@ -308,8 +325,9 @@ export class EtcdSignStateStore implements SignStateStore {
       }),
     );
     if (res.succeeded) {
-      // the put happened at the transaction's revision
-      this.#remember(chainId, { state: copySignState(next), modRevision: res.header.revision });
+      // Committed at the transaction's revision. The mark goes up before anyone signs it.
+      this.#marks.raise(chainId, next);
+      this.#cache.set(chainId, { state: copySignState(next), modRevision: res.header.revision });
     }
     return res;
   }
@@ -325,55 +343,60 @@ export class EtcdSignStateStore implements SignStateStore {
     }
     if (state === undefined) {
       this.#cache.delete(chainId);
-      throw new StateRegressionError(`etcd sign state of ${chainId} disappeared`);
+      throw this.#missing(chainId);
     }
     return this.#accept(chainId, state);
   }
 
-  /** Linearizable read of the state key; creates it (with the initial state) if missing. */
-  async #read(chainId: string): Promise<Cached> {
+  /** Linearizable read of the state key; undefined when the chain has no state (and never had, here). */
+  async #read(chainId: string): Promise<Cached | undefined> {
     const key = etcdKeys.state(this.#prefix, chainId);
-    // Compares on a missing key always fail, so the key must exist before the first reservation.
-    // Creating it is guarded by "does not exist yet", so it can never overwrite a state.
-    const res = await observeEtcdCall(this.#observer, 'state_read', () =>
-      this.#client.kv.txn({
-        compare: [{ key, target: 'Create', result: 'Equal', create_revision: 0 }],
-        success: [{ request_put: { key, value: encodeSignState(initialSignState()) } }],
-        failure: [{ request_range: { key } }],
-      }),
+    const res: IRangeResponse = await observeEtcdCall(this.#observer, 'state_read', () =>
+      this.#client.kv.range({ key }),
     );
-    if (res.succeeded) {
-      const initial = { state: initialSignState(), modRevision: res.header.revision };
-      this.#checkForward(chainId, initial.state);
-      this.#remember(chainId, initial);
-      return initial;
+    const kv = res.kvs[0];
+    if (kv === undefined) {
+      this.#cache.delete(chainId);
+      if (this.#marks.get(chainId) !== undefined) throw this.#missing(chainId);
+      return undefined;
     }
-    const kv = (res.responses[0]?.response_range as IRangeResponse | undefined)?.kvs[0];
-    if (kv === undefined) throw new Error(`etcd returned no sign state for ${chainId}`);
     return this.#accept(chainId, kv);
   }
 
+  /** Checks a state read from etcd against this node's mark, raises the mark, caches it. */
   #accept(chainId: string, kv: IKeyValue): Cached {
-    const cached = { state: decodeSignState(kv.value, kv.key.toString()), modRevision: kv.mod_revision };
-    this.#checkForward(chainId, cached.state);
-    this.#remember(chainId, cached);
+    const state = decodeSignState(kv.value, kv.key.toString());
+    const mark = this.#marks.get(chainId);
+    if (mark !== undefined && compareHRS(state, mark) < 0) {
+      this.#cache.delete(chainId);
+      throw new StateRegressionError(
+        `etcd sign state of chain ${JSON.stringify(chainId)} (key ${kv.key.toString()}) is at ${formatHrs(state)}, ` +
+          `below ${formatHrs(mark)} that this node has seen: etcd lost data (wiped, restored from an older ` +
+          'snapshot), the etcd_prefix is wrong, or a lower state was forced in. Not signing this chain. If the ' +
+          `state is lower on purpose, run cometkms state reset-high-water on each node (stopped); otherwise ` +
+          `import the last signed state (at or above ${formatHrs(mark)}) with cometkms state import`,
+      );
+    }
+    this.#marks.raise(chainId, state);
+    const cached = { state, modRevision: kv.mod_revision };
+    this.#cache.set(chainId, cached);
     return cached;
   }
 
-  /** Invariant 3: a state below one already seen is an error, never a new baseline. */
-  #checkForward(chainId: string, s: SignState): void {
-    const highest = this.#highest.get(chainId);
-    if (highest !== undefined && compareHRS(s, highest) < 0) {
-      throw new StateRegressionError(
-        `etcd sign state of ${chainId} went backwards: ${s.height}/${s.round}/${s.step} is below ` +
-          `${highest.height}/${highest.round}/${highest.step} seen before; refusing to sign`,
+  /** The error for a chain with no state key: lost (this node saw one) or never created. */
+  #missing(chainId: string): StateMissingError | StateRegressionError {
+    const key = etcdKeys.state(this.#prefix, chainId).toString();
+    const mark = this.#marks.get(chainId);
+    if (mark === undefined) {
+      return new StateMissingError(
+        `etcd has no sign state for chain ${JSON.stringify(chainId)} (key ${key}): ${stateRemedy(chainId)}`,
       );
     }
-  }
-
-  #remember(chainId: string, c: Cached): void {
-    this.#checkForward(chainId, c.state);
-    this.#cache.set(chainId, c);
-    this.#highest.set(chainId, { height: c.state.height, round: c.state.round, step: c.state.step });
+    return new StateRegressionError(
+      `etcd has no sign state for chain ${JSON.stringify(chainId)} (key ${key}), but this node has seen it at ` +
+        `${formatHrs(mark)}: etcd lost data (wiped, restored from an older snapshot) or the etcd_prefix is ` +
+        `wrong. Not signing this chain. Import the last signed state (at or above ${formatHrs(mark)}) with ` +
+        'cometkms state import',
+    );
   }
 }

@@ -1,39 +1,12 @@
-/**
- * The single-node sign-state store: one state file per chain under `<home>/state/`, guarded by
- * an exclusive lock on the home.
- *
- * Every write produces a new generation and is made durable in two steps, each atomic on its
- * own (temp → fsync → rename → fsync(dir), see durable.ts):
- *
- *   1. `<name>.json`  the state file: generation g+1, HRS, sign bytes, signature, checksum
- *   2. `<name>.hwm`   the high-water record: generation g+1, HRS, checksum of that state file
- *
- * and a write resolves only after both. The high-water record exists to catch a state file
- * that went backwards (a restored backup, a copy from another machine). Why the state file goes
- * FIRST: after a crash between the two steps the pair is (state g+1, record g). The state file
- * then holds the higher HRS, so accepting it and repairing the record can never move the HRS
- * down. With the opposite order a crash would leave (record g+1, state g), which looks exactly
- * like a state file restored from a backup taken one write earlier: the only safe reading is
- * "backwards, stop", which would turn every badly timed crash into an operator call, and the
- * lenient reading would accept a stale state whose next HRS may already have been signed.
- *
- * So on reading, with s = state generation and r = record generation:
- *   s = r      consistent if the record's checksum is the state file's checksum;
- *   s = r + 1  an interrupted write: accepted only if the state's HRS is not below the record's,
- *              and the record is rewritten;
- *   s < r      the state file is older than expected → error, never a new baseline;
- *   s > r + 1  the record went backwards or was replaced → error.
- * No state file and no record is the initial state; one without the other (except a state file
- * of generation 1, the first write interrupted) is an error. Restoring BOTH files of a chain
- * from the same backup cannot be detected by any local scheme; operators must not do that.
- */
-import { createHash } from 'node:crypto';
+import { type BigIntStats, statSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { bytesEqual } from '../cometbft/bytes.ts';
 import { compareHRS, type HRS } from '../cometbft/types.ts';
 import { readFileIfExists, writeFileDurable } from './durable.ts';
+import { StateMissingError, StateStoreError, stateRemedy } from './errors.ts';
 import { acquireHomeLock, type HomeLock } from './lock.ts';
+import { chainStatePath, STATE_DIR } from './paths.ts';
 import {
   decodeHwmFile,
   decodeStateFile,
@@ -41,37 +14,23 @@ import {
   encodeStateFile,
   formatHrs,
   type HighWaterMark,
-  StateStoreError,
   type StoredState,
   stateChecksum,
 } from './state-codec.ts';
 import {
   copySignState,
-  initialSignState,
+  type Reservation,
   type ReserveResult,
   type SignState,
   type SignStateStore,
   sameSignState,
 } from './types.ts';
 
-/** Directory of the state files inside a home. */
-export const STATE_DIR = 'state';
-
-/**
- * The file stem of a chain's files: the chain id with every character outside [A-Za-z0-9_-]
- * replaced (chain ids may contain `/`, `..`, spaces, …), plus a hash of the exact id so that two
- * ids that sanitise alike never share a file.
- */
-export function chainFileStem(chainId: string): string {
-  const safe = chainId.replace(/[^A-Za-z0-9_-]/g, '_').slice(0, 64);
-  const hash = createHash('sha256').update(chainId, 'utf8').digest('hex').slice(0, 16);
-  return `${safe}-${hash}`;
-}
+export { STATE_DIR };
 
 /** Paths of a chain's state file and high-water record. */
 export function chainFiles(home: string, chainId: string): { state: string; hwm: string } {
-  const stem = join(home, STATE_DIR, chainFileStem(chainId));
-  return { state: `${stem}.json`, hwm: `${stem}.hwm` };
+  return { state: chainStatePath(home, chainId, '.json'), hwm: chainStatePath(home, chainId, '.hwm') };
 }
 
 interface RawFiles {
@@ -80,7 +39,8 @@ interface RawFiles {
 }
 
 interface Validated {
-  stored: StoredState;
+  /** undefined: the chain has no state at all (neither file exists) */
+  stored: StoredState | undefined;
   /** the state file is one write ahead of its record (an interrupted write): rewrite the record */
   repairHwm: boolean;
 }
@@ -89,7 +49,7 @@ function remedy(chainId: string): string {
   return (
     'Signing for this chain stays stopped. Find out the last state the validator may have signed ' +
     'and, with cometkms stopped, seed it from a trusted priv_validator_state.json: ' +
-    `cometkms state import --config <config.toml> --chain-id ${JSON.stringify(chainId)} --from <file> --force`
+    `cometkms state import --config <config.toml> --chain ${JSON.stringify(chainId)} --from <file> --force`
   );
 }
 
@@ -130,7 +90,7 @@ function validate(home: string, chainId: string, raw: RawFiles): Validated {
     throw storeError(files.state, chainId, `belongs to chain ${JSON.stringify(stored.chainId)}`);
   }
   if (!stored) {
-    if (!hwm) return { stored: { chainId, generation: 0n, state: initialSignState() }, repairHwm: false };
+    if (!hwm) return { stored: undefined, repairHwm: false };
     throw storeError(
       files.state,
       chainId,
@@ -181,12 +141,12 @@ function validate(home: string, chainId: string, raw: RawFiles): Validated {
  * next to a running node). A verification failure is retried while the files keep changing (a
  * writer between its two steps); the same failure on unchanged files is real and is thrown.
  */
-export async function readChainState(home: string, chainId: string): Promise<SignState> {
+export async function readChainState(home: string, chainId: string): Promise<SignState | undefined> {
   let previous: RawFiles | undefined;
   for (let attempt = 0; ; attempt++) {
     const raw = await readRaw(home, chainId);
     try {
-      return validate(home, chainId, raw).stored.state;
+      return validate(home, chainId, raw).stored?.state;
     } catch (err) {
       const unchanged = previous && previous.state === raw.state && previous.hwm === raw.hwm;
       if (unchanged || attempt >= 10) throw err;
@@ -195,12 +155,45 @@ export async function readChainState(home: string, chainId: string): Promise<Sig
   }
 }
 
+/** What identifies one version of a file on disk: a replaced or edited file changes it. */
+interface FileStamp {
+  ino: bigint;
+  size: bigint;
+  mtimeNs: bigint;
+}
+
+/** The stamp of `path`, or undefined when it does not exist. */
+function stampOf(path: string): FileStamp | undefined {
+  let st: BigIntStats | undefined;
+  try {
+    st = statSync(path, { bigint: true });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw err;
+  }
+  return { ino: st.ino, size: st.size, mtimeNs: st.mtimeNs };
+}
+
+function sameStamp(a: FileStamp | undefined, b: FileStamp | undefined): boolean {
+  if (a === undefined || b === undefined) return a === b;
+  return a.ino === b.ino && a.size === b.size && a.mtimeNs === b.mtimeNs;
+}
+
+/** A chain's verified state and the stamps of the two files that hold it. */
+interface Known {
+  stored: StoredState;
+  stateFile: FileStamp | undefined;
+  hwmFile: FileStamp | undefined;
+}
+
 /** The file-backed SignStateStore (single-node mode). */
 export class FileSignStateStore implements SignStateStore {
   /** verified current state per chain; this process is the only writer (home lock) */
-  private readonly cache = new Map<string, StoredState>();
+  private readonly cache = new Map<string, Known>();
   /** chains whose cached state holds a recorded signature not yet written to disk */
   private readonly unwritten = new Set<string>();
+  /** chains whose files changed behind this store's back: refused until a restart re-verifies */
+  private readonly tampered = new Map<string, string>();
   /** tail of the per-chain write queue */
   private readonly tails = new Map<string, Promise<void>>();
   /** {@link close} once it has begun: from then on no call may join the queues */
@@ -213,11 +206,15 @@ export class FileSignStateStore implements SignStateStore {
   ) {}
 
   /**
-   * Locks `home` and verifies the state of every chain in `chainIds` (so a bad state stops the
-   * node at startup, not at the first vote). Throws StateStoreError on any inconsistency, or
-   * an Error if another process holds the home.
+   * Locks `home` and verifies the state of every chain in `chainIds` (so a bad or missing state
+   * stops the node at startup, not at the first vote). Throws StateMissingError for a chain
+   * without state, StateStoreError on any inconsistency, or an Error if another process holds
+   * the home.
    */
-  static async open(home: string, opts: { chainIds?: string[] } = {}): Promise<FileSignStateStore> {
+  static async open(
+    home: string,
+    opts: { chainIds?: string[]; configPath?: string } = {},
+  ): Promise<FileSignStateStore> {
     const dir = join(home, STATE_DIR);
     const isDir = await stat(dir).then(
       (st) => st.isDirectory(),
@@ -231,7 +228,14 @@ export class FileSignStateStore implements SignStateStore {
     const lock = await acquireHomeLock(home);
     const store = new FileSignStateStore(home, lock);
     try {
-      for (const chainId of opts.chainIds ?? []) await store.load(chainId);
+      for (const chainId of opts.chainIds ?? []) {
+        if ((await store.load(chainId)) === undefined) {
+          throw new StateMissingError(
+            `chain ${JSON.stringify(chainId)} has no sign state in ${dir}. A missing state is never ` +
+              `read as "nothing signed yet": ${stateRemedy(chainId, opts.configPath)}`,
+          );
+        }
+      }
     } catch (err) {
       await store.close();
       throw err;
@@ -239,38 +243,71 @@ export class FileSignStateStore implements SignStateStore {
     return store;
   }
 
-  async load(chainId: string): Promise<SignState> {
-    return this.exclusive(chainId, async () => copySignState((await this.current(chainId)).state));
+  async load(chainId: string): Promise<SignState | undefined> {
+    return this.exclusive(chainId, async () => {
+      const known = await this.current(chainId);
+      return known === undefined ? undefined : copySignState(known.stored.state);
+    });
   }
 
   async reserve(chainId: string, expected: SignState, next: SignState): Promise<ReserveResult> {
     return this.exclusive(chainId, async () => {
       const cur = await this.current(chainId);
-      if (!sameSignState(cur.state, expected)) return { ok: false, current: copySignState(cur.state) };
-      await this.write(chainId, cur.generation, next);
+      if (cur === undefined) throw this.missing(chainId);
+      if (!sameSignState(cur.stored.state, expected)) {
+        return { ok: false, current: copySignState(cur.stored.state) };
+      }
+      await this.write(chainId, cur, next);
       return { ok: true };
     });
   }
 
   /**
-   * Keeps the signature in memory and writes it with the chain's next durable write (the next
-   * reservation, or {@link close}). Recording is bookkeeping, not protection: the reservation of
+   * Records `signature` for `reserved`. Not durable (ed25519): kept in memory and written with the
+   * chain's next durable write (the next reservation, or {@link close}); the reservation of
    * exactly these sign bytes is already durable, so after a crash that loses the signature the
-   * guard finds a reservation without one and re-signs the same reserved bytes. Not paying two
-   * more fsyncs here halves the cost of a signature on the hot path.
+   * guard finds a reservation without one and re-signs the same reserved bytes. Not paying
+   * another fsync pair here halves the cost of a signature. Durable (secp256k1): written now.
    */
   async recordSignature(
     chainId: string,
-    hrs: HRS,
-    signBytes: Uint8Array,
+    reserved: Reservation,
     signature: Uint8Array,
+    opts: { durable: boolean },
   ): Promise<void> {
     await this.exclusive(chainId, async () => {
       const cur = await this.current(chainId);
-      if (compareHRS(cur.state, hrs) !== 0 || !bytesEqual(cur.state.signBytes, signBytes)) return;
-      if (bytesEqual(cur.state.signature, signature)) return;
-      this.cache.set(chainId, { ...cur, state: { ...cur.state, signature: signature.slice() } });
+      if (cur === undefined) throw this.missing(chainId);
+      const state = cur.stored.state;
+      if (compareHRS(state, reserved) !== 0 || !bytesEqual(state.signBytes, reserved.signBytes)) return;
+      if (bytesEqual(state.signature, signature)) return;
+      const signed = { ...state, signature: signature.slice() };
+      if (opts.durable) {
+        await this.write(chainId, cur, signed);
+        return;
+      }
+      this.cache.set(chainId, { ...cur, stored: { ...cur.stored, state: signed } });
       this.unwritten.add(chainId);
+    });
+  }
+
+  /**
+   * Creates the state of a chain that has none (`cometkms state init`, or `state import` of a
+   * chain without state). Refuses when either of the chain's files exists, whatever it holds:
+   * replacing a state is `forceWrite`'s job, behind the operator's --force.
+   */
+  async initialize(chainId: string, state: SignState): Promise<void> {
+    await this.exclusive(chainId, async () => {
+      this.assertOpen();
+      const files = chainFiles(this.home, chainId);
+      const raw = await readRaw(this.home, chainId);
+      if (raw.state !== undefined || raw.hwm !== undefined) {
+        throw new StateStoreError(
+          `chain ${JSON.stringify(chainId)} already has sign state (${raw.state === undefined ? files.hwm : files.state}); ` +
+            'nothing was created. Use cometkms state show to read it, or state import to move it forward',
+        );
+      }
+      await this.write(chainId, undefined, state);
     });
   }
 
@@ -298,7 +335,8 @@ export class FileSignStateStore implements SignStateStore {
           // unreadable: it is being replaced, its generation does not matter
         }
       }
-      await this.write(chainId, generation, state);
+      this.tampered.delete(chainId);
+      await this.writeGeneration(chainId, generation + 1n, state);
     });
   }
 
@@ -318,8 +356,8 @@ export class FileSignStateStore implements SignStateStore {
     await Promise.all([...this.tails.values()]);
     try {
       for (const chainId of this.unwritten) {
-        const cached = this.cache.get(chainId);
-        if (cached) await this.write(chainId, cached.generation, cached.state);
+        const known = this.cache.get(chainId);
+        if (known && !this.tampered.has(chainId)) await this.write(chainId, known, known.stored.state);
       }
     } finally {
       this.closed = true;
@@ -328,36 +366,82 @@ export class FileSignStateStore implements SignStateStore {
   }
 
   private assertOpen(): void {
-    if (this.closed) throw new StateStoreError('sign-state store is closed');
+    if (this.closed) throw new Error('sign-state store is closed');
   }
 
-  /** The verified state of a chain: from the cache, else read from disk (repairing an interrupted write). */
-  private async current(chainId: string): Promise<StoredState> {
+  private missing(chainId: string): StateMissingError {
+    return new StateMissingError(
+      `chain ${JSON.stringify(chainId)} has no sign state in ${join(this.home, STATE_DIR)}: ${stateRemedy(chainId)}`,
+    );
+  }
+
+  /**
+   * The verified state of a chain (undefined: it has none): from the cache, else read from disk
+   * (repairing an interrupted write).
+   */
+  private async current(chainId: string): Promise<Known | undefined> {
     this.assertOpen();
+    const tampered = this.tampered.get(chainId);
+    if (tampered !== undefined) throw new StateStoreError(tampered);
     const cached = this.cache.get(chainId);
     if (cached) return cached;
+    const files = chainFiles(this.home, chainId);
     const { stored, repairHwm } = validate(this.home, chainId, await readRaw(this.home, chainId));
-    if (repairHwm) await writeFileDurable(chainFiles(this.home, chainId).hwm, encodeHwmFile(hwmOf(stored)));
-    this.cache.set(chainId, stored);
-    return stored;
+    if (stored === undefined) return undefined;
+    if (repairHwm) await writeFileDurable(files.hwm, encodeHwmFile(hwmOf(stored)));
+    const known = { stored, stateFile: stampOf(files.state), hwmFile: stampOf(files.hwm) };
+    this.cache.set(chainId, known);
+    return known;
   }
 
-  /** Durably writes `state` as generation `after + 1`, state file first (see the module comment). */
-  private async write(chainId: string, after: bigint, state: SignState): Promise<void> {
-    const stored: StoredState = { chainId, generation: after + 1n, state: copySignState(state) };
+  /**
+   * Durably writes `state` as the generation after `known`'s (the first one without it), once
+   * both files are proven to be the ones `known` was read from or written as.
+   */
+  private async write(chainId: string, known: Known | undefined, state: SignState): Promise<void> {
+    if (known !== undefined) this.assertUntouched(chainId, known);
+    await this.writeGeneration(chainId, (known?.stored.generation ?? 0n) + 1n, state);
+  }
+
+  /**
+   * Refuses (and remembers the refusal) if a file of the chain changed since this store last read
+   * or wrote it: deleted, replaced by a copy or a restore, edited, or written by a second process
+   * that got around the home lock. Overwriting it would hide that; reading it again here could
+   * take a state this process never checked. A restart re-verifies the files from scratch.
+   */
+  private assertUntouched(chainId: string, known: Known): void {
+    const files = chainFiles(this.home, chainId);
+    const changed = [
+      [files.state, known.stateFile],
+      [files.hwm, known.hwmFile],
+    ].filter(([path, stamp]) => !sameStamp(stampOf(path as string), stamp as FileStamp | undefined));
+    if (changed.length === 0) return;
+    const reason =
+      `sign state of chain ${JSON.stringify(chainId)}: ${changed.map(([p]) => p).join(' and ')} changed ` +
+      'behind this process (deleted, replaced or written by someone else). Signing for this chain is ' +
+      'stopped: stop every process using this home, find out what happened, and restart (the files are ' +
+      'verified again at start)';
+    this.tampered.set(chainId, reason);
+    this.cache.delete(chainId);
+    throw new StateStoreError(reason);
+  }
+
+  /** Durably writes `state` as `generation`, state file first (see the module comment). */
+  private async writeGeneration(chainId: string, generation: bigint, state: SignState): Promise<void> {
+    const stored: StoredState = { chainId, generation, state: copySignState(state) };
     const files = chainFiles(this.home, chainId);
     // Until both steps are done the disk is the truth: a failed write leaves the cache empty, so
     // the next call re-reads and re-verifies whatever made it to disk.
     this.cache.delete(chainId);
     await writeFileDurable(files.state, encodeStateFile(stored));
     await writeFileDurable(files.hwm, encodeHwmFile(hwmOf(stored)));
-    this.cache.set(chainId, stored);
+    this.cache.set(chainId, { stored, stateFile: stampOf(files.state), hwmFile: stampOf(files.hwm) });
     this.unwritten.delete(chainId);
   }
 
   /** Runs `fn` after every earlier call for the same chain has finished (writes never interleave). */
   private async exclusive<T>(chainId: string, fn: () => Promise<T>): Promise<T> {
-    if (this.closing !== undefined) throw new StateStoreError('sign-state store is closed');
+    if (this.closing !== undefined) throw new Error('sign-state store is closed');
     const prev = this.tails.get(chainId) ?? Promise.resolve();
     let done!: () => void;
     const gate = new Promise<void>((resolve) => {

@@ -7,11 +7,6 @@ import { createHash } from 'node:crypto';
 import type { HRS } from '../cometbft/types.ts';
 import type { SignState } from './types.ts';
 
-/** The one error class of the sign-state stores: the state is unusable and signing must stop. */
-export class StateStoreError extends Error {
-  override name = 'StateStoreError';
-}
-
 /** Version of both file formats; bumped on any incompatible change. */
 export const STATE_FORMAT_VERSION = 1;
 const STATE_KIND = 'cometkms/sign-state';

@@ -14,10 +14,14 @@ export interface SignState extends HRS {
   signature: Uint8Array;
 }
 
-/** The state of a chain nothing was ever signed for. */
-export function initialSignState(): SignState {
+/**
+ * The state `cometkms state init --height H` creates for a key that has never signed on a chain:
+ * height H, round 0, step 0, no sign bytes. It is created only by that command: a store never
+ * makes it up for a chain whose state it cannot find (ARCHITECTURE §2 invariant 7).
+ */
+export function freshSignState(height = 0n): SignState {
   return {
-    height: 0n,
+    height,
     round: 0,
     step: 0,
     signBytes: new Uint8Array(),
@@ -54,14 +58,22 @@ export type ReserveResult =
   /** `current` changed under us (another writer, or a lost reply): decide again against it */
   | { ok: false; current: SignState };
 
+/** What a signature record refers to: the reservation (HRS and exact sign bytes) it signs. */
+export interface Reservation extends HRS {
+  signBytes: Uint8Array;
+}
+
 /**
  * Durable sign state, one record per chain id. Implementations: file (single node) and etcd
  * (cluster). `load` and `reserve` either complete durably or throw; a throw means "unknown", and
- * the guard then refuses to sign.
+ * the guard then refuses to sign. The errors of store/errors.ts say why a state is unusable.
  */
 export interface SignStateStore {
-  /** The current state of `chainId` (the initial state if none exists yet). */
-  load(chainId: string): Promise<SignState>;
+  /**
+   * The current state of `chainId`, or `undefined` when the chain has none: a missing state is
+   * never read as an empty one. Throws StateStoreError (or a subclass) for an unusable state.
+   */
+  load(chainId: string): Promise<SignState | undefined>;
   /**
    * Durably replaces `expected` by `next` if and only if the stored state still equals
    * `expected` (and, in cluster mode, this node still holds the leadership it won). `next` has
@@ -69,13 +81,21 @@ export interface SignStateStore {
    */
   reserve(chainId: string, expected: SignState, next: SignState): Promise<ReserveResult>;
   /**
-   * Records the signature of the reservation at `hrs` whose sign bytes are `signBytes`. A no-op if
-   * the state has moved on since. Unlike `reserve`, it need not be durable when it resolves
-   * (the file store writes it with the next reservation): failing to record, or losing the
-   * record in a crash, never allows a second, different signature — the reservation alone
-   * already blocks that, and the guard re-signs the reserved bytes when it finds none.
+   * Records `signature` for `reserved` (a no-op if the state has moved on since). With
+   * `durable: false` it may only be kept for the chain's next write: failing to record, or losing
+   * the record in a crash, never allows a second, different signature — the reservation alone
+   * blocks that, and the guard re-signs the reserved bytes when it finds none (ed25519 is
+   * deterministic: the same signature again). With `durable: true` it resolves only once the
+   * record is as durable as a reservation: that is how a secp256k1 retry gets the very same
+   * signature back (ECDSA from an HSM is randomised, and peers drop a second, different
+   * signature for one vote).
    */
-  recordSignature(chainId: string, hrs: HRS, signBytes: Uint8Array, signature: Uint8Array): Promise<void>;
+  recordSignature(
+    chainId: string,
+    reserved: Reservation,
+    signature: Uint8Array,
+    opts: { durable: boolean },
+  ): Promise<void>;
   /** Releases locks, leases and handles. */
   close(): Promise<void>;
 }

@@ -89,11 +89,17 @@ describe('single node: SIGKILL at random moments', () => {
     });
     const runs = sims.map((s) => s.run());
 
-    const history: SignState[] = [await readChainState(home.home, CHAIN)];
+    /** The chain's state on disk; it always has one (the home was created with it). */
+    const onDisk = async (): Promise<SignState> => {
+      const s = await readChainState(home.home, CHAIN);
+      assert.ok(s !== undefined, 'the chain lost its state');
+      return s;
+    };
+    const history: SignState[] = [await onDisk()];
     /** Checks the state on disk against the last one seen and appends it. */
     const checkDisk = async (when: string): Promise<SignState> => {
       const prev = history[history.length - 1]!;
-      const now = await readChainState(home.home, CHAIN);
+      const now = await onDisk();
       const order = compareHRS(now, prev);
       assert.ok(order >= 0, `${when}: state went backwards from ${formatHrs(prev)} to ${formatHrs(now)}`);
       if (order === 0 && prev.signBytes.length > 0) {

@@ -2,11 +2,18 @@
  * Real etcd clusters for integration, chaos and bench runs: a thin wrapper over the launcher in
  * src/cluster/etcd-launcher.ts (shared with `cometkms demo`), plus cluster-layer test nodes.
  */
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, before } from 'node:test';
+import type { Etcd3 } from 'etcd3';
 import { createEtcdClients, type EtcdClients } from '../../src/cluster/etcd-client.ts';
 import { type EtcdCluster, launchEtcdCluster } from '../../src/cluster/etcd-launcher.ts';
 import { Leadership } from '../../src/cluster/leadership.ts';
-import { EtcdSignStateStore } from '../../src/store/etcd.ts';
+import { EtcdSignStateStore, swapEtcdSignState } from '../../src/store/etcd.ts';
+import { HighWaterMarks } from '../../src/store/high-water.ts';
+import { STATE_DIR } from '../../src/store/paths.ts';
+import { freshSignState } from '../../src/store/types.ts';
 
 export type { EtcdCluster, EtcdMember } from '../../src/cluster/etcd-launcher.ts';
 
@@ -43,12 +50,28 @@ export async function waitUntil(
   throw new Error(`timed out after ${ms} ms waiting for ${what}`);
 }
 
+/**
+ * What `cometkms state init --height H` does in cluster mode: creates the state key of `chainId`
+ * under `prefix` (H/0/0, no sign bytes) if it does not exist. Resolves whether it was created.
+ */
+export async function initEtcdChainState(
+  client: Etcd3,
+  prefix: string,
+  chainId: string,
+  height = 0n,
+): Promise<boolean> {
+  return await swapEtcdSignState(client, prefix, chainId, undefined, freshSignState(height));
+}
+
 /** One CometKMS node's cluster layer, wired as `cometkms start` would (1 s lease, 300 ms calls). */
 export interface TestNode {
   nodeId: string;
   clients: EtcdClients;
   leadership: Leadership;
   store: EtcdSignStateStore;
+  /** the node's temporary home (its high-water marks live in `<home>/state/`) */
+  home: string;
+  marks: HighWaterMarks;
   /** stops leadership (revoking the lease unless `revoke: false`) and closes the clients */
   stop(opts?: { revoke?: boolean }): Promise<void>;
 }
@@ -64,18 +87,24 @@ export function testNode(cluster: EtcdCluster, prefix: string, nodeId: string): 
     advertise: `${nodeId}.test:26790`,
     leaseTtlS: 1,
   });
-  const store = new EtcdSignStateStore({ client: clients.client, prefix, leadership });
+  const home = mkdtempSync(join(tmpdir(), `cometkms-${nodeId}-`));
+  mkdirSync(join(home, STATE_DIR));
+  const marks = new HighWaterMarks(home);
+  const store = new EtcdSignStateStore({ client: clients.client, prefix, leadership, marks });
   return {
     nodeId,
     clients,
     leadership,
     store,
+    home,
+    marks,
     async stop(opts) {
       try {
         await leadership.stop(opts);
         await store.close();
       } finally {
         clients.close();
+        rmSync(home, { recursive: true, force: true });
       }
     },
   };

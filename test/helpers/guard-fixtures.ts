@@ -7,10 +7,12 @@ import type {
   Timestamp,
   Vote,
 } from '../../src/cometbft/types.ts';
+import { CONFIG_DEFAULTS } from '../../src/config/load.ts';
 import { ChainGuard, type ChainGuardOptions } from '../../src/guard/chain-guard.ts';
 import type { GuardDecision } from '../../src/guard/decision.ts';
-import { InMemorySignStateStore } from '../../src/store/memory.ts';
+import { freshSignState } from '../../src/store/types.ts';
 import { InMemorySigner } from './memory-signer.ts';
+import { InMemorySignStateStore } from './memory-store.ts';
 
 /** The chain id every guard fixture serves. */
 export const CHAIN_ID = 'test-chain';
@@ -106,14 +108,25 @@ export interface MakeGuardOptions
   signer?: InMemorySigner;
 }
 
-/** Builds and initialises a guard (default: v0.38, ed25519 from {@link SEED}, empty store). */
+/** A store holding the state `cometkms state init` creates for {@link CHAIN_ID} (height 0). */
+export function freshStore(height = 0n): InMemorySignStateStore {
+  const store = new InMemorySignStateStore();
+  store.setState(CHAIN_ID, freshSignState(height));
+  return store;
+}
+
+/**
+ * Builds and initialises a guard (default: v0.38, ed25519 from {@link SEED}, a store with a fresh
+ * state at height 0, max_height_jump 100 000).
+ */
 export async function makeGuard(options: MakeGuardOptions = {}): Promise<GuardFixture> {
-  const { store = new InMemorySignStateStore(), signer = InMemorySigner.ed25519(SEED), ...rest } = options;
+  const { store = freshStore(), signer = InMemorySigner.ed25519(SEED), ...rest } = options;
   const decisions: GuardDecision[] = [];
   const recordFailures: string[] = [];
   const guard = new ChainGuard({
     chainId: CHAIN_ID,
     protocol: 'v0.38',
+    maxHeightJump: CONFIG_DEFAULTS.maxHeightJump,
     ...rest,
     signer,
     store,

@@ -148,9 +148,19 @@ export async function startKmsCluster(opts: KmsClusterOptions): Promise<KmsClust
           `forward_listen = "127.0.0.1:${forwardPort}"\n` +
           `forward_advertise = "127.0.0.1:${forwardPort}"\n` +
           `tls_ca_file = ${str(f.caFile)}\ntls_cert_file = ${str(f.certFile)}\ntls_key_file = ${str(f.keyFile)}\n`,
+        stateHeight: null,
       });
       homes.push(home);
       nodes.push({ id, home, token, forwardPort, proc: undefined, adminUrl: undefined, paused: false });
+    }
+    // What an operator does once for a new validator: `cometkms state init` for every chain.
+    for (const chainId of [opts.chainId, ...(opts.moreChains ?? []).map((c) => c.id)]) {
+      const first = homes[0]!;
+      const init = await runCli(
+        ['state', 'init', '--config', first.configPath, '--chain', chainId],
+        first.env(),
+      );
+      if (init.code !== 0) throw new Error(`state init of ${chainId} failed: ${init.stderr}`);
     }
     const cluster: KmsCluster = {
       etcd,

@@ -14,7 +14,8 @@ import type { NodeStatus } from '../../src/admin/types.ts';
 import type { KeyType, ProtocolVersion, PubKey } from '../../src/cometbft/types.ts';
 import { openHsm } from '../../src/pkcs11/hsm.ts';
 import { loadOrCreateIdentity } from '../../src/privval/identity.ts';
-import { STATE_DIR } from '../../src/store/file.ts';
+import { FileSignStateStore, STATE_DIR } from '../../src/store/file.ts';
+import { freshSignState } from '../../src/store/types.ts';
 import type { SoftHsmToken } from './softhsm.ts';
 
 /** The repository's CLI entry point. */
@@ -44,6 +45,12 @@ export interface KmsHomeOptions {
   initialise?: boolean;
   /** raw TOML appended to the generated config */
   extraToml?: string;
+  /**
+   * The sign state each chain starts with in the home's file store, as `cometkms state init
+   * --height H` creates it (default 0n); `null`: none (a node then refuses to start, or, in
+   * cluster mode, the state lives in etcd).
+   */
+  stateHeight?: bigint | null;
 }
 
 /**
@@ -117,6 +124,15 @@ export class KmsHome {
         `${chains}\n${opts.extraToml ?? ''}`;
       const configPath = join(dir, 'config.toml');
       await writeFile(configPath, config, { mode: 0o600 });
+      const stateHeight = opts.stateHeight === undefined ? 0n : opts.stateHeight;
+      if (stateHeight !== null && (opts.initialise ?? true)) {
+        const store = await FileSignStateStore.open(home);
+        try {
+          for (const c of opts.chains) await store.initialize(c.id, freshSignState(stateHeight));
+        } finally {
+          await store.close();
+        }
+      }
       return new KmsHome(dir, home, configPath, adminToken, opts);
     } catch (err) {
       await rm(dir, { recursive: true, force: true });
@@ -203,18 +219,15 @@ export class KmsProcess {
     });
   }
 
-  /** Spawns `node bin/cometkms.js ...args` with exactly `env`. */
-  static spawn(args: string[], env: NodeJS.ProcessEnv): KmsProcess {
-    return KmsProcess.spawnVia([], args, env);
-  }
-
   /**
-   * Like {@link spawn}, run through a wrapper command that ends by exec'ing its arguments (e.g.
-   * `unshare --net`), so the PID tracked is the node's own.
+   * Spawns `node bin/cometkms.js ...args` with exactly `env`; with `wrapper` (e.g.
+   * `['unshare', '-n']`), as `wrapper... node bin/cometkms.js ...args`.
    */
-  static spawnVia(wrapper: string[], args: string[], env: NodeJS.ProcessEnv): KmsProcess {
-    const [cmd, ...rest] = [...wrapper, process.execPath, CLI, ...args];
-    return new KmsProcess(spawn(cmd as string, rest, { env, stdio: ['ignore', 'pipe', 'pipe'] }));
+  static spawn(args: string[], env: NodeJS.ProcessEnv, wrapper: string[] = []): KmsProcess {
+    const [command, ...prefix] = [...wrapper, process.execPath];
+    return new KmsProcess(
+      spawn(command as string, [...prefix, CLI, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] }),
+    );
   }
 
   get pid(): number {

@@ -99,8 +99,10 @@ async function runInit(o: InitOptions): Promise<void> {
   out.write(`  1. edit ${configPath}${o.chainId === undefined ? ' (the [[chain]] is a placeholder)' : ''}\n`);
   out.write('  2. create or import the validator key: cometkms keys generate|import\n');
   out.write(
-    `  3. seed the last signed state if this validator signed before: cometkms state import --config ${configPath} --chain-id <id> --from priv_validator_state.json\n` +
-      '     (single node: before the first start; with [cluster]: once, from any one node: it is written to etcd)\n',
+    "  3. create each chain's sign state, once (single node: before the first start; with [cluster]: from any one node, it is written to etcd):\n" +
+      `     a new validator (this key never signed on the chain): cometkms state init --config ${configPath} --chain <id> --height <current height>\n` +
+      `     a validator that signed before: cometkms state import --config ${configPath} --chain <id> --from priv_validator_state.json\n` +
+      '     (a node never creates a chain state by itself: without one it refuses to sign that chain)\n',
   );
   out.write(`  4. cometkms start --config ${configPath}\n`);
 }

@@ -31,6 +31,7 @@ import { LiveView, type NodeView } from './view.ts';
 import {
   type ClusterSettings,
   DEMO_CHAIN,
+  initDemoChainState,
   makeCerts,
   type NodeTls,
   provisionTokens,
@@ -270,6 +271,13 @@ class Demo {
       });
       this.nodes.push(new KmsNode(setup, this.children));
     }
+    // A new validator: its chain state is created once, explicitly (etcd: from any one node).
+    const homes = this.mode === 'cluster' ? this.nodes.slice(0, 1) : this.nodes;
+    for (const node of homes) await initDemoChainState(this.children, node.setup);
+    this.say(
+      `chain state created with \`cometkms state init\` (a new validator; after a data loss a node refuses ` +
+        'to sign until an operator restores the state, it never starts again from nothing)',
+    );
     return pubKeyHex;
   }
 

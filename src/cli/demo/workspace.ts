@@ -127,6 +127,22 @@ async function provisionToken(
   return { token, pubKeyHex: shown.pub_key_hex };
 }
 
+/**
+ * `cometkms state init` for the demo chain, as an operator does once for a NEW validator: the
+ * simulated chain starts at height 1 and this key has never signed on it. (A node never creates
+ * a chain's state by itself: after data loss it refuses to sign instead.) With `[cluster]` the
+ * state goes to etcd, so one node's config is enough.
+ */
+export async function initDemoChainState(children: ChildProcesses, setup: NodeSetup): Promise<void> {
+  await children.run(
+    `state init (${setup.nodeId})`,
+    process.execPath,
+    [CLI_PATH, 'state', 'init', '--config', setup.configPath, '--chain', DEMO_CHAIN.id],
+    setup.env,
+    CLI_TIMEOUT_MS,
+  );
+}
+
 /** One node's TLS files for `[cluster]`. */
 export interface NodeTls {
   caFile: string;

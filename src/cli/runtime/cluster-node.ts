@@ -38,6 +38,7 @@ import { readPin } from '../../pkcs11/pin.ts';
 import { loadProfile } from '../../pkcs11/profiles.ts';
 import { loadIdentity, type TransportIdentity } from '../../privval/identity.ts';
 import { EtcdSignStateStore } from '../../store/etcd.ts';
+import { HighWaterMarks } from '../../store/high-water.ts';
 import { acquireHomeLock, type HomeLock } from '../../store/lock.ts';
 import { ClusterView } from './cluster-view.ts';
 import {
@@ -166,7 +167,13 @@ export class ClusterNode implements AdminRuntime {
         leader_changes: this.leaderChanges,
       },
       chains: this.chains.map((c) =>
-        chainStatus(c.config, this.replicatedHrs(c), c.validators, this.decisions.lastSignedAt(c.config.id)),
+        chainStatus(
+          c.config,
+          this.replicatedHrs(c),
+          c.validators,
+          this.decisions.lastSignedAt(c.config.id),
+          c.guard.alarm(),
+        ),
       ),
     };
   }
@@ -255,10 +262,16 @@ export class ClusterNode implements AdminRuntime {
       observer: this.observeEtcd,
     });
     this.leadership = leadership;
+    const marks = new HighWaterMarks(home, (chainId, err) =>
+      this.log.error({ chainId, err }, 'cannot write the high-water mark of a chain'),
+    );
+    // Read every chain's mark now: a damaged one must stop the node here, not at its first vote.
+    for (const chain of config.chains) marks.get(chain.id);
     this.store = new EtcdSignStateStore({
       client: this.etcd.client,
       prefix: cluster.etcd_prefix,
       leadership,
+      marks,
       observer: this.observeEtcd,
     });
     for (const [i, chain] of config.chains.entries()) {
@@ -270,6 +283,7 @@ export class ClusterNode implements AdminRuntime {
         maxHeightJump: chain.max_height_jump,
         onDecision: this.decisions.record,
         onRecordFailure: this.decisions.recordFailure(chain.id),
+        onAlarm: this.decisions.stateAlarm(chain.id),
       });
       this.chains.push({ config: chain, guard, validators: [] });
     }
@@ -298,6 +312,11 @@ export class ClusterNode implements AdminRuntime {
       memberTtlS: Math.max(5, cluster.lease_ttl_s * 3),
       pollMs: 1_000,
       logger: this.log.child({ component: 'cluster-view' }),
+      // A follower remembers what the leader reserved too, so that a later etcd restore or wipe is
+      // caught by every node, not only by the one that signed.
+      onState: (chainId, hrs) => {
+        if (this.chains.some((c) => c.config.id === chainId)) marks.observe(chainId, hrs);
+      },
     });
     await this.view.start();
 
@@ -411,7 +430,7 @@ export class ClusterNode implements AdminRuntime {
     let hrs: HRS | undefined = this.view?.replicated(c.config.id);
     if (this.servesLocally()) {
       const own = c.guard.lastState();
-      if (hrs === undefined || compareHRS(own, hrs) > 0) hrs = own;
+      if (own !== undefined && (hrs === undefined || compareHRS(own, hrs) > 0)) hrs = own;
     }
     return hrs;
   }

@@ -36,6 +36,8 @@ export interface ClusterViewOptions {
   /** period of the full read (members, leader, states, health) */
   pollMs: number;
   logger: pino.Logger;
+  /** told about every readable state seen (watched or polled), by chain id */
+  onState?: (chainId: string, hrs: HRS) => void;
 }
 
 /** A registration that succeeded; `lost` resolves when its lease is lost. */
@@ -212,6 +214,7 @@ export class ClusterView {
     const chainId = key.slice(this.#statePrefix.length);
     try {
       const s = decodeSignState(kv.value, key);
+      this.#opts.onState?.(chainId, { height: s.height, round: s.round, step: s.step });
       const known = this.#states.get(chainId);
       if (known === undefined || compareHRS(s, known) > 0) {
         this.#states.set(chainId, { height: s.height, round: s.round, step: s.step });

@@ -14,6 +14,7 @@ import type { ChainStatus, HsmStatus } from '../../admin/types.ts';
 import type { HRS } from '../../cometbft/types.ts';
 import { readSecretFile } from '../../config/secrets.ts';
 import type { ChainSection, Config } from '../../config/types.ts';
+import type { StateAlarm } from '../../guard/chain-guard.ts';
 import type { GuardDecision } from '../../guard/decision.ts';
 import type { Hsm } from '../../pkcs11/hsm.ts';
 import { ValidatorDialer } from '../../privval/dialer.ts';
@@ -65,6 +66,26 @@ export class DecisionSink {
       this.log.debug(decisionLogFields(d), `${d.kind} ${d.outcome}`);
     }
   };
+
+  /**
+   * The `onAlarm` callback of the guard of `chainId`: an error line when the chain's state needs
+   * an operator (and again when the reason changes), a line when it is usable again, and the
+   * `cometkms_state_alarm` gauge.
+   */
+  stateAlarm(chainId: string): (alarm: StateAlarm | undefined) => void {
+    this.metrics.stateAlarm(chainId, false);
+    return (alarm) => {
+      this.metrics.stateAlarm(chainId, alarm !== undefined);
+      if (alarm === undefined) {
+        this.log.info({ chainId }, 'state alarm cleared: the chain has a usable sign state again');
+      } else {
+        this.log.error(
+          { chainId, code: alarm.code, reason: alarm.reason },
+          'STATE ALARM: not signing this chain until an operator acts',
+        );
+      }
+    };
+  }
 
   /** The `onRecordFailure` callback of the guard of `chainId`. */
   recordFailure(chainId: string): (reason: string) => void {
@@ -174,12 +195,13 @@ export function createDialers(
   });
 }
 
-/** The `chains[]` entry of /status for one chain at `hrs`. */
+/** The `chains[]` entry of /status for one chain at `hrs` (0/0/0 while it has no state). */
 export function chainStatus(
   chain: ChainSection,
   hrs: HRS | undefined,
   validators: readonly ValidatorLink[],
   lastSignedAt: Date | undefined,
+  alarm: StateAlarm | undefined,
 ): ChainStatus {
   return {
     chain_id: chain.id,
@@ -189,6 +211,7 @@ export function chainStatus(
     round: hrs?.round ?? 0,
     step: hrs?.step ?? 0,
     last_signed_at: lastSignedAt?.toISOString() ?? null,
+    state_alarm: alarm === undefined ? null : { code: alarm.code, reason: alarm.reason },
     validators: validators.map(({ addr, dialer }) => {
       const st = dialer.status;
       return {

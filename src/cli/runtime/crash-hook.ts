@@ -11,8 +11,7 @@
  * With the flag but without 2 or 3 the node refuses to start; without the flag the variables are
  * ignored (and a warning is logged if the probability is set). SECURITY.md documents it.
  */
-import type { HRS } from '../../cometbft/types.ts';
-import type { ReserveResult, SignState, SignStateStore } from '../../store/types.ts';
+import type { Reservation, ReserveResult, SignState, SignStateStore } from '../../store/types.ts';
 
 /** The hidden flag of `cometkms start` that arms the hook. */
 export const CRASH_FLAG = '--test-crash-after-reserve';
@@ -50,7 +49,7 @@ export class CrashAfterReserveStore implements SignStateStore {
     private readonly random: () => number = Math.random,
   ) {}
 
-  load(chainId: string): Promise<SignState> {
+  load(chainId: string): Promise<SignState | undefined> {
     return this.inner.load(chainId);
   }
 
@@ -60,8 +59,13 @@ export class CrashAfterReserveStore implements SignStateStore {
     return result;
   }
 
-  recordSignature(chainId: string, hrs: HRS, signBytes: Uint8Array, signature: Uint8Array): Promise<void> {
-    return this.inner.recordSignature(chainId, hrs, signBytes, signature);
+  recordSignature(
+    chainId: string,
+    reserved: Reservation,
+    signature: Uint8Array,
+    opts: { durable: boolean },
+  ): Promise<void> {
+    return this.inner.recordSignature(chainId, reserved, signature, opts);
   }
 
   close(): Promise<void> {

@@ -115,7 +115,13 @@ export class SingleNode implements AdminRuntime {
       uptime_s: Math.floor((Date.now() - this.startedAt) / 1000),
       hsm: hsmStatus(this.config, this.health, this.hsm),
       chains: this.chains.map((c) =>
-        chainStatus(c.config, c.guard.lastState(), c.validators, this.decisions.lastSignedAt(c.config.id)),
+        chainStatus(
+          c.config,
+          c.guard.lastState(),
+          c.validators,
+          this.decisions.lastSignedAt(c.config.id),
+          c.guard.alarm(),
+        ),
       ),
     };
   }
@@ -147,7 +153,7 @@ export class SingleNode implements AdminRuntime {
     const home = config.node.home;
     const chainIds = config.chains.map((c) => c.id);
     await assertHomeInitialised(home);
-    const fileStore = await FileSignStateStore.open(home, { chainIds });
+    const fileStore = await FileSignStateStore.open(home, { chainIds, configPath: config.path });
     this.store = fileStore;
     const store =
       this.opts.crashAfterReserve === undefined
@@ -176,6 +182,7 @@ export class SingleNode implements AdminRuntime {
         maxHeightJump: chain.max_height_jump,
         onDecision: this.decisions.record,
         onRecordFailure: this.decisions.recordFailure(chain.id),
+        onAlarm: this.decisions.stateAlarm(chain.id),
       });
       await guard.init();
       this.chains.push({ config: chain, guard, validators: [] });
@@ -197,7 +204,7 @@ export class SingleNode implements AdminRuntime {
         admin: this.adminUrl,
         chains: this.chains.map((c) => ({
           chainId: c.config.id,
-          height: c.guard.lastState().height.toString(),
+          height: (c.guard.lastState()?.height ?? 0n).toString(),
           validators: c.config.validators.map((v) => v.addr),
         })),
       },

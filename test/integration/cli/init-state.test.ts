@@ -140,16 +140,42 @@ describe('cometkms init / state', { concurrency: false }, () => {
     await assert.rejects(stat(target), { code: 'ENOENT' });
   });
 
-  test('a fresh chain shows the initial state', async () => {
+  test('init creates no chain state; state init creates it once, at the given height', async () => {
+    // init wrote a config for CHAIN, but a chain has a state only once an operator created it
+    const missing = await cometkms('state', 'show', '--config', config, '--chain', CHAIN);
+    assert.equal(missing.code, 1);
+    assert.match(missing.stderr, /chain "test-chain\/1" has no sign state/);
+    assert.match(missing.stderr, /cometkms state init --config \S+ --chain "test-chain\/1"/);
+    assert.match(missing.stderr, /cometkms state import/);
+
+    // usage errors exit 2 and create nothing
+    for (const args of [
+      ['--config', config],
+      ['--config', config, '--chain', CHAIN, '--height', '-1'],
+      ['--config', config, '--chain', CHAIN, '--height', String(2n ** 62n + 1n)],
+      ['--config', config, '--chain', CHAIN, '--chain-id', 'other'],
+    ]) {
+      const bad = await cometkms('state', 'init', ...args);
+      assert.equal(bad.code, 2, `${args.join(' ')}: ${bad.stderr}`);
+    }
+    assert.equal((await cometkms('state', 'show', '--config', config, '--chain', CHAIN)).code, 1);
+
+    const created = ok(
+      await cometkms('state', 'init', '--config', config, '--chain', CHAIN, '--height', '3'),
+    );
+    assert.match(created.stdout, /sign state created at height\/round\/step 3\/0\/0/);
     assert.deepEqual(await showJson(), {
       chain_id: CHAIN,
-      height: '0',
+      height: '3',
       round: 0,
       step: 0,
       sign_bytes: '',
       extension_sign_bytes: '',
       signature: '',
     });
+    const again = await cometkms('state', 'init', '--config', config, '--chain-id', CHAIN);
+    assert.equal(again.code, 1);
+    assert.match(again.stderr, /already has sign state/);
   });
 
   test('import moves the state forward; show and export read it back', async () => {

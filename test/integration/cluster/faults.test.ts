@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { compareHRS, Step } from '../../../src/cometbft/types.ts';
 import type { SignState } from '../../../src/store/types.ts';
-import { type TestNode, useEtcdTestBed, waitUntil } from '../../helpers/etcd-cluster.ts';
+import { initEtcdChainState, type TestNode, useEtcdTestBed, waitUntil } from '../../helpers/etcd-cluster.ts';
 
 const CHAIN = 'fault-chain';
 const bed = useEtcdTestBed('faults', { members: 3, unsafeNoFsync: true });
@@ -19,7 +19,10 @@ function vote(height: bigint, tag: string): SignState {
 }
 
 async function leaderNode(): Promise<TestNode> {
-  return await bed.leaderNode(bed.nextPrefix());
+  const prefix = bed.nextPrefix();
+  const n = await bed.leaderNode(prefix);
+  await initEtcdChainState(n.clients.client, prefix, CHAIN);
+  return n;
 }
 
 /**
@@ -31,7 +34,7 @@ async function reserveEventually(n: TestNode, last: SignState, ms: number): Prom
   let done = false;
   await waitUntil('a successful reservation', ms, async () => {
     try {
-      const cur = await n.store.load(CHAIN);
+      const cur = (await n.store.load(CHAIN))!;
       assert.ok(compareHRS(cur, last) >= 0, 'state went backwards');
       done = (await n.store.reserve(CHAIN, cur, next)).ok;
     } catch (err) {
@@ -55,7 +58,7 @@ function bounded<T>(p: Promise<T>, ms: number): Promise<T> {
 test('without quorum a reservation fails within bounded time and never succeeds; it works again after', async () => {
   const n = await leaderNode();
   let last = vote(1n, 'before');
-  assert.deepEqual(await n.store.reserve(CHAIN, await n.store.load(CHAIN), last), { ok: true });
+  assert.deepEqual(await n.store.reserve(CHAIN, (await n.store.load(CHAIN))!, last), { ok: true });
 
   const raftLeader = await bed.cluster.raftLeaderIndex();
   const victims = [0, 1, 2].filter((i) => i !== raftLeader);
@@ -75,13 +78,13 @@ test('without quorum a reservation fails within bounded time and never succeeds;
     for (const i of victims) await bed.cluster.restart(i);
   }
   last = await reserveEventually(n, last, 15_000);
-  assert.equal((await n.store.load(CHAIN)).height, last.height);
+  assert.equal((await n.store.load(CHAIN))!.height, last.height);
 });
 
 test('killing the etcd Raft leader: the store recovers and the state never goes backwards', async () => {
   const n = await leaderNode();
   let last = vote(1n, 'start');
-  assert.deepEqual(await n.store.reserve(CHAIN, await n.store.load(CHAIN), last), { ok: true });
+  assert.deepEqual(await n.store.reserve(CHAIN, (await n.store.load(CHAIN))!, last), { ok: true });
   for (let round = 0; round < 2; round++) {
     const victim = await bed.cluster.raftLeaderIndex();
     await bed.cluster.kill(victim);
@@ -91,7 +94,7 @@ test('killing the etcd Raft leader: the store recovers and the state never goes 
       await bed.cluster.restart(victim);
     }
   }
-  assert.equal((await n.store.load(CHAIN)).height, last.height);
+  assert.equal((await n.store.load(CHAIN))!.height, last.height);
 });
 
 test('a frozen etcd member neither costs the lease nor stops reservations', async () => {
@@ -99,7 +102,7 @@ test('a frozen etcd member neither costs the lease nor stops reservations', asyn
   const term = n.leadership.term;
   const raftLeader = await bed.cluster.raftLeaderIndex();
   const frozen = (raftLeader + 1) % 3;
-  let cur = await n.store.load(CHAIN);
+  let cur = (await n.store.load(CHAIN))!;
   bed.cluster.pause(frozen);
   try {
     // 20 reservations spread over more than two lease TTLs

@@ -128,7 +128,7 @@ test('a follower forwards a vote over mTLS and relays the leader’s signature',
   assert.equal(leader.fx.signer.signed.length, 1, 'the leader signed once');
   assert.equal(follower.fx.signer.signed.length, 0, 'the follower signed nothing');
   assert.deepEqual(follower.results, ['ok']);
-  assert.equal((await leader.fx.store.load(CHAIN_ID)).height, 5n, 'the leader reserved the height');
+  assert.equal((await leader.fx.store.load(CHAIN_ID))?.height, 5n, 'the leader reserved the height');
 });
 
 test('many requests in flight on one connection each get their own reply', async () => {

@@ -14,7 +14,7 @@ import { ChainGuard } from '../../../src/guard/chain-guard.ts';
 import type { Signer } from '../../../src/guard/signer.ts';
 import { decodeSignState, EtcdSignStateStore, etcdKeys } from '../../../src/store/etcd.ts';
 import type { SignState } from '../../../src/store/types.ts';
-import { type TestNode, useEtcdTestBed } from '../../helpers/etcd-cluster.ts';
+import { initEtcdChainState, type TestNode, useEtcdTestBed } from '../../helpers/etcd-cluster.ts';
 import { blockId, CHAIN_ID, replyVote, SEED, ts, vote, voteRequest } from '../../helpers/guard-fixtures.ts';
 import { InMemorySigner } from '../../helpers/memory-signer.ts';
 
@@ -22,7 +22,9 @@ const bed = useEtcdTestBed('review', { members: 1, unsafeNoFsync: true });
 
 async function leader(): Promise<{ node: TestNode; prefix: string }> {
   const prefix = bed.nextPrefix();
-  return { node: await bed.leaderNode(prefix), prefix };
+  const node = await bed.leaderNode(prefix);
+  await initEtcdChainState(node.clients.client, prefix, CHAIN_ID);
+  return { node, prefix };
 }
 
 /** The state stored in etcd right now. */
@@ -47,6 +49,7 @@ function lossyClient(real: Etcd3): { client: Etcd3; loseNextWriteReply(): void }
       }
       return res;
     },
+    range: (req: Parameters<Etcd3['kv']['range']>[0]) => real.kv.range(req),
   };
   return {
     client: { kv } as unknown as Etcd3,
@@ -77,9 +80,20 @@ function auditingSigner(node: TestNode, prefix: string): { signer: Signer; unres
 test('a reservation whose reply was lost: retry signs exactly it, other bytes are refused', async () => {
   const { node, prefix } = await leader();
   const lossy = lossyClient(node.clients.client);
-  const store = new EtcdSignStateStore({ client: lossy.client, prefix, leadership: node.leadership });
+  const store = new EtcdSignStateStore({
+    client: lossy.client,
+    prefix,
+    leadership: node.leadership,
+    marks: node.marks,
+  });
   const audit = auditingSigner(node, prefix);
-  const guard = new ChainGuard({ chainId: CHAIN_ID, protocol: 'v0.38', signer: audit.signer, store });
+  const guard = new ChainGuard({
+    chainId: CHAIN_ID,
+    protocol: 'v0.38',
+    signer: audit.signer,
+    store,
+    maxHeightJump: 100_000,
+  });
   await guard.init();
 
   const v: Vote = vote({ height: 7n });
@@ -100,8 +114,13 @@ test('a reservation whose reply was lost: retry signs exactly it, other bytes ar
 test('a stale cached revision never yields {ok: true}: another writer moved the state on', async () => {
   const { node, prefix } = await leader();
   const a = node.store;
-  const b = new EtcdSignStateStore({ client: node.clients.client, prefix, leadership: node.leadership });
-  const s0 = await a.load(CHAIN_ID);
+  const b = new EtcdSignStateStore({
+    client: node.clients.client,
+    prefix,
+    leadership: node.leadership,
+    marks: node.marks,
+  });
+  const s0 = (await a.load(CHAIN_ID))!;
   const mk = (height: bigint, step: number, tag: string): SignState => ({
     height,
     round: 0,
@@ -114,7 +133,7 @@ test('a stale cached revision never yields {ok: true}: another writer moved the 
   assert.deepEqual(await a.reserve(CHAIN_ID, s0, s1), { ok: true });
   // b (another process of the same leader term, e.g. before a restart) moves on; a's cache is stale
   const s2 = mk(5n, Step.Prevote, 'v5');
-  assert.deepEqual(await b.reserve(CHAIN_ID, await b.load(CHAIN_ID), s2), { ok: true });
+  assert.deepEqual(await b.reserve(CHAIN_ID, (await b.load(CHAIN_ID))!, s2), { ok: true });
   const res = await a.reserve(CHAIN_ID, s1, mk(5n, Step.Precommit, 'c5-from-a'));
   assert.deepEqual(res, { ok: false, current: s2 });
   assert.deepEqual(await inEtcd(node, prefix), s2);
@@ -123,9 +142,21 @@ test('a stale cached revision never yields {ok: true}: another writer moved the 
 test('two guards on one etcd state: the second cannot sign another extension at the reserved HRS', async () => {
   const { node, prefix } = await leader();
   const audit = auditingSigner(node, prefix);
-  const other = new EtcdSignStateStore({ client: node.clients.client, prefix, leadership: node.leadership });
+  const other = new EtcdSignStateStore({
+    client: node.clients.client,
+    prefix,
+    leadership: node.leadership,
+    marks: node.marks,
+  });
   const [g1, g2] = [node.store, other].map(
-    (store) => new ChainGuard({ chainId: CHAIN_ID, protocol: 'v0.38', signer: audit.signer, store }),
+    (store) =>
+      new ChainGuard({
+        chainId: CHAIN_ID,
+        protocol: 'v0.38',
+        signer: audit.signer,
+        store,
+        maxHeightJump: 100_000,
+      }),
   );
   await g1!.init();
   await g2!.init();

@@ -142,19 +142,14 @@ describe('cometkms state with [cluster]: the sign state in etcd', () => {
     const key = etcdKeys.state(FRESH_PREFIX, CHAIN).toString();
 
     assert.equal(await inEtcd(FRESH_PREFIX), undefined);
-    assert.deepEqual(await show(config), {
-      chain_id: CHAIN,
-      height: '0',
-      round: 0,
-      step: 0,
-      sign_bytes: '',
-      extension_sign_bytes: '',
-      signature: '',
-    });
+    // A chain nobody created a state for has none: never an empty one.
+    const missing = await state(config, 'show', '--json');
+    assert.equal(missing.code, 1);
+    assert.match(missing.stderr, /has no sign state \(etcd key .*\)\. Create it with cometkms state init/);
 
     // The key does not exist: the import creates it.
     let r = ok(await importState(config, pvState(5, 1, 2, '0A0B')));
-    assert.match(r.stdout, /set to height\/round\/step 5\/1\/2 \(was 0\/0\/0, no state in etcd yet\)/);
+    assert.match(r.stdout, /set to height\/round\/step 5\/1\/2 \(was no state in etcd\)/);
     assert.deepEqual(await inEtcd(FRESH_PREFIX), [5n, 1, 2]);
     const shown = await show(config);
     assert.deepEqual([shown.height, shown.round, shown.step, shown.sign_bytes], ['5', 1, 2, '0a0b']);

@@ -174,7 +174,7 @@ describe('cometkms start: refusals', () => {
       signature: new Uint8Array(),
     });
     const s1 = state(1n);
-    assert.deepEqual(await store.reserve(CHAIN, await store.load(CHAIN), s1), { ok: true });
+    assert.deepEqual(await store.reserve(CHAIN, (await store.load(CHAIN))!, s1), { ok: true });
     await copyFile(files.state, join(dir, 'backup.json'));
     assert.deepEqual(await store.reserve(CHAIN, s1, state(2n)), { ok: true });
     await store.close();

@@ -129,6 +129,7 @@ describe('cometkms start (single node)', () => {
     for (const c of status.chains) {
       const spec = chainSpecs.find((s) => s.id === c.chain_id)!;
       const onDisk = await readChainState(home.home, c.chain_id);
+      assert.ok(onDisk !== undefined);
       assert.deepEqual(
         { height: c.height, round: c.round, step: c.step },
         { height: HEIGHTS, round: 0, step: 3 },

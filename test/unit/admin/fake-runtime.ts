@@ -33,6 +33,7 @@ export function sampleStatus(): NodeStatus {
         round: 0,
         step: 3,
         last_signed_at: '2025-01-01T00:00:00.000Z',
+        state_alarm: null,
         validators: [
           { addr: 'tcp://127.0.0.1:26659', connected: true, remote_node_id: 'abcd', connects: 1 },
           { addr: 'unix:///tmp/pv.sock', connected: false, connects: 0 },
@@ -46,6 +47,7 @@ export function sampleStatus(): NodeStatus {
         round: 1,
         step: 2,
         last_signed_at: null,
+        state_alarm: null,
         validators: [{ addr: 'tcp://127.0.0.1:26660', connected: true, connects: 3 }],
       },
     ],

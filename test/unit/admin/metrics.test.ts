@@ -94,23 +94,23 @@ describe('Metrics', () => {
 
   test('refused double-sign attempts are counted by reason; other refusals are not', async () => {
     const m = new Metrics({ processMetrics: false });
-    const refused = (reason: string) => prevote({ outcome: 'refused', reason });
-    m.observeDecision(refused('error signing vote: height regression. Got 9, last height 10'));
-    m.observeDecision(refused('error signing vote: round regression at height 10. Got 1, last round 2'));
-    m.observeDecision(
-      refused('error signing vote: step regression at height 10 round 2. Got 1, last step 2'),
-    );
-    m.observeDecision(refused('error signing vote: conflicting data'));
-    m.observeDecision(refused('error signing vote: conflicting data'));
-    m.observeDecision(refused('error signing vote: chain id mismatch: got x, want c1'));
-    m.observeDecision(prevote({ outcome: 'retry', reason: 'conflicting data' }));
+    const refused = (code: GuardDecision['code']) => prevote({ outcome: 'refused', code, reason: 'text' });
+    m.observeDecision(refused('height_regression'));
+    m.observeDecision(refused('round_regression'));
+    m.observeDecision(refused('step_regression'));
+    m.observeDecision(refused('conflicting_data'));
+    m.observeDecision(refused('conflicting_data'));
+    m.observeDecision(refused('conflicting_extension'));
+    m.observeDecision(refused('chain_id_mismatch'));
+    m.observeDecision(prevote({ outcome: 'retry', code: 'state_regression', reason: 'conflicting data' }));
     const series = (r: string) => `cometkms_double_sign_refused_total{chain="c1",reason="${r}"}`;
     assert.equal(await value(m, series('height_regression')), 1);
     assert.equal(await value(m, series('round_regression')), 1);
     assert.equal(await value(m, series('step_regression')), 1);
     assert.equal(await value(m, series('conflicting_data')), 2);
+    assert.equal(await value(m, series('conflicting_extension')), 1);
     const text = await m.registry.metrics();
-    assert.equal(text.match(/^cometkms_double_sign_refused_total\{/gm)?.length, 4);
+    assert.equal(text.match(/^cometkms_double_sign_refused_total\{/gm)?.length, 5);
   });
 
   test('leader, links, forwards, HSM and etcd series', async () => {

@@ -121,6 +121,7 @@ describe('demo live view', () => {
         round: 0,
         step: 3,
         last_signed_at: null,
+        state_alarm: null,
         validators: [{ addr: 'tcp://127.0.0.1:1', connected: true, connects: 1 }],
       },
     ],

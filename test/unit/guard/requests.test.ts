@@ -3,10 +3,18 @@ import { describe, it } from 'node:test';
 import { voteSignBytes } from '../../../src/cometbft/signbytes.ts';
 import type { PrivvalMessage } from '../../../src/cometbft/types.ts';
 import { ChainGuard } from '../../../src/guard/chain-guard.ts';
-import { InMemorySignStateStore } from '../../../src/store/memory.ts';
-import { initialSignState } from '../../../src/store/types.ts';
-import { CHAIN_ID, makeGuard, SEED, vote, voteRequest } from '../../helpers/guard-fixtures.ts';
+import { freshSignState } from '../../../src/store/types.ts';
+import {
+  CHAIN_ID,
+  freshStore,
+  makeGuard,
+  replyVote,
+  SEED,
+  vote,
+  voteRequest,
+} from '../../helpers/guard-fixtures.ts';
 import { InMemorySigner } from '../../helpers/memory-signer.ts';
+import { InMemorySignStateStore } from '../../helpers/memory-store.ts';
 
 describe('ChainGuard requests other than signing', () => {
   it('returns the signer public key for its chain', async () => {
@@ -90,7 +98,8 @@ describe('ChainGuard requests other than signing', () => {
       chainId: CHAIN_ID,
       protocol: 'v0.38',
       signer: InMemorySigner.ed25519(SEED),
-      store: new InMemorySignStateStore(),
+      store: freshStore(),
+      maxHeightJump: 100_000,
       onDecision: () => {
         throw new Error('observer failed');
       },
@@ -103,39 +112,50 @@ describe('ChainGuard requests other than signing', () => {
 
   it('lastState reports the reserved and recorded state as a copy', async () => {
     const fx = await makeGuard();
-    assert.deepEqual(fx.guard.lastState(), initialSignState());
+    assert.deepEqual(fx.guard.lastState(), freshSignState());
     await fx.guard.handle(voteRequest(vote()));
     const s = fx.guard.lastState();
+    assert.ok(s !== undefined);
     assert.equal(s.height, 10n);
     assert.equal(s.round, 0);
     assert.equal(s.step, 2);
     assert.deepEqual(s.signBytes, voteSignBytes(CHAIN_ID, vote()));
     assert.equal(s.signature.length, 64);
     s.signBytes.fill(0);
-    assert.deepEqual(fx.guard.lastState().signBytes, voteSignBytes(CHAIN_ID, vote()));
+    assert.deepEqual(fx.guard.lastState()?.signBytes, voteSignBytes(CHAIN_ID, vote()));
   });
 
   it('init fails when the store cannot be read', async () => {
-    const store = new InMemorySignStateStore();
+    const store = freshStore();
     store.failNextLoad();
     const guard = new ChainGuard({
       chainId: CHAIN_ID,
       protocol: 'v0.38',
       signer: InMemorySigner.ed25519(SEED),
       store,
+      maxHeightJump: 100_000,
     });
     await assert.rejects(guard.init(), /load failed/);
   });
 
-  it('asks the node to retry when used before init', async () => {
-    const signer = InMemorySigner.ed25519(SEED);
-    const guard = new ChainGuard({
-      chainId: CHAIN_ID,
-      protocol: 'v0.38',
-      signer,
-      store: new InMemorySignStateStore(),
-    });
-    assert.deepEqual(await guard.handle(voteRequest(vote())), { kind: 'empty' });
-    assert.equal(signer.signed.length, 0);
+  it('a chain without state is never signed as if nothing was: retry and alarm until a state exists', async () => {
+    const store = new InMemorySignStateStore();
+    const alarms: Array<string | undefined> = [];
+    const fx = await makeGuard({ store, onAlarm: (a) => alarms.push(a?.code) });
+    assert.equal(fx.guard.alarm()?.code, 'state_missing');
+    for (let i = 0; i < 3; i++) {
+      assert.deepEqual(await fx.guard.handle(voteRequest(vote())), { kind: 'empty' });
+    }
+    assert.equal(fx.signer.signed.length, 0);
+    assert.deepEqual(
+      fx.decisions.map((d) => [d.outcome, d.code]),
+      Array(3).fill(['retry', 'state_missing']),
+    );
+    assert.equal(fx.guard.lastState(), undefined);
+    // `cometkms state init` creates it: the next request reads it and signs.
+    store.setState(CHAIN_ID, freshSignState());
+    assert.equal(replyVote(await fx.guard.handle(voteRequest(vote()))).error, undefined);
+    assert.equal(fx.guard.alarm(), undefined);
+    assert.deepEqual(alarms, ['state_missing', undefined]);
   });
 });

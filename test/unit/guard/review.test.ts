@@ -11,10 +11,10 @@ import type { Vote } from '../../../src/cometbft/types.ts';
 import { verifySignature } from '../../../src/cometbft/verify.ts';
 import { ChainGuard } from '../../../src/guard/chain-guard.ts';
 import type { Signer } from '../../../src/guard/signer.ts';
-import { InMemorySignStateStore } from '../../../src/store/memory.ts';
 import {
   blockId,
   CHAIN_ID,
+  freshStore,
   makeGuard,
   proposal,
   proposalRequest,
@@ -26,6 +26,7 @@ import {
   voteRequest,
 } from '../../helpers/guard-fixtures.ts';
 import { InMemorySigner } from '../../helpers/memory-signer.ts';
+import type { InMemorySignStateStore } from '../../helpers/memory-store.ts';
 
 const EMPTY = new Uint8Array();
 const precommit = (over: Partial<Vote> = {}) => vote({ type: 2, ...over });
@@ -66,7 +67,7 @@ describe('vote extensions at one HRS', () => {
     assert.equal(error, CONFLICTING_EXTENSION);
     assert.equal(v.extensionSignature.length, 0);
     assert.equal(fx.signer.signed.length, calls, 'no second extension signature at one HRS');
-    assert.deepEqual(fx.store.peek(CHAIN_ID).extensionSignBytes, voteExtensionSignBytes(CHAIN_ID, first));
+    assert.deepEqual(fx.store.peek(CHAIN_ID)?.extensionSignBytes, voteExtensionSignBytes(CHAIN_ID, first));
   });
 
   it('also when the other extension arrives with only a new timestamp', async () => {
@@ -80,7 +81,7 @@ describe('vote extensions at one HRS', () => {
 
   it('a reservation without extension bytes never gets an extension signed at its HRS', async () => {
     // e.g. a state imported from priv_validator_state.json, which has no extension sign bytes
-    const store = new InMemorySignStateStore();
+    const store = freshStore();
     const pc = precommit({ extension: new Uint8Array([3]) });
     store.setState(CHAIN_ID, {
       height: pc.height,
@@ -91,7 +92,13 @@ describe('vote extensions at one HRS', () => {
       signature: EMPTY,
     });
     const audit = auditingSigner(store);
-    const guard = new ChainGuard({ chainId: CHAIN_ID, protocol: 'v0.38', signer: audit.signer, store });
+    const guard = new ChainGuard({
+      chainId: CHAIN_ID,
+      protocol: 'v0.38',
+      signer: audit.signer,
+      store,
+      maxHeightJump: 100,
+    });
     await guard.init();
     const { error } = replyVote(await guard.handle(voteRequest(pc)));
     assert.equal(error, CONFLICTING_EXTENSION);
@@ -99,7 +106,7 @@ describe('vote extensions at one HRS', () => {
   });
 
   it('the same extension after a crash between reserve and sign: both signatures, all reserved', async () => {
-    const store = new InMemorySignStateStore();
+    const store = freshStore();
     const pc = precommit({ extension: new Uint8Array([4, 4]) });
     store.setState(CHAIN_ID, {
       height: pc.height,
@@ -110,7 +117,13 @@ describe('vote extensions at one HRS', () => {
       signature: EMPTY,
     });
     const audit = auditingSigner(store);
-    const guard = new ChainGuard({ chainId: CHAIN_ID, protocol: 'v0.38', signer: audit.signer, store });
+    const guard = new ChainGuard({
+      chainId: CHAIN_ID,
+      protocol: 'v0.38',
+      signer: audit.signer,
+      store,
+      maxHeightJump: 100,
+    });
     await guard.init();
     const { vote: v, error } = replyVote(await guard.handle(voteRequest({ ...pc, timestamp: ts(9) })));
     assert.equal(error, undefined);
@@ -123,10 +136,17 @@ describe('vote extensions at one HRS', () => {
   });
 
   it('two KMS guards on one store: the second node cannot sign another extension at the HRS', async () => {
-    const store = new InMemorySignStateStore();
+    const store = freshStore();
     const audit = auditingSigner(store);
     const [a, b] = [0, 1].map(
-      () => new ChainGuard({ chainId: CHAIN_ID, protocol: 'v0.38', signer: audit.signer, store }),
+      () =>
+        new ChainGuard({
+          chainId: CHAIN_ID,
+          protocol: 'v0.38',
+          signer: audit.signer,
+          store,
+          maxHeightJump: 100,
+        }),
     );
     await a!.init();
     await b!.init();
@@ -152,13 +172,23 @@ describe('vote extensions at one HRS', () => {
 });
 
 describe('input bounds', () => {
-  it('signs at the int64/int32 maxima and then refuses everything below', async () => {
-    const fx = await makeGuard();
+  it('one request at the int64 maximum cannot disable the chain: refused, and later votes still sign', async () => {
+    // Even with the jump limit as high as it goes, heights above 2^62 are refused outright.
+    const fx = await makeGuard({ maxHeightJump: Number.MAX_SAFE_INTEGER });
     const top = vote({ height: (1n << 63n) - 1n, round: 2 ** 31 - 1 });
-    assert.equal(replyVote(await fx.guard.handle(voteRequest(top))).error, undefined);
-    assert.equal(fx.store.peek(CHAIN_ID).height, (1n << 63n) - 1n);
-    const { error } = replyVote(await fx.guard.handle(voteRequest(vote({ height: 1n << 62n }))));
-    assert.match(error ?? '', /height regression/);
+    const refused = replyVote(await fx.guard.handle(voteRequest(top)));
+    assert.match(refused.error ?? '', /^error signing vote: height 9223372036854775807 is above the limit/);
+    assert.equal(fx.decisions.at(-1)?.code, 'height_out_of_range');
+    assert.equal(fx.store.peek(CHAIN_ID)?.height, 0n, 'nothing was reserved');
+    assert.equal(replyVote(await fx.guard.handle(voteRequest(vote({ height: 11n })))).error, undefined);
+    assert.equal(fx.signer.signed.length, 1);
+  });
+
+  it('with the default jump limit a far height is refused and the chain keeps signing', async () => {
+    const fx = await makeGuard();
+    const far = replyVote(await fx.guard.handle(voteRequest(vote({ height: 1n << 40n }))));
+    assert.match(far.error ?? '', /^error signing vote: height jump too large/);
+    assert.equal(replyVote(await fx.guard.handle(voteRequest(vote({ height: 12n })))).error, undefined);
   });
 
   it('refuses pol_round below -1 and heights/rounds that are not positive', async () => {

@@ -4,7 +4,7 @@ import { encodeMessage, zeroProposal, zeroVote } from '../../../src/cometbft/mes
 import { proposalSignBytes, voteExtensionSignBytes, voteSignBytes } from '../../../src/cometbft/signbytes.ts';
 import type { PrivvalMessage, ProtocolVersion, Timestamp } from '../../../src/cometbft/types.ts';
 import { verifySignature } from '../../../src/cometbft/verify.ts';
-import type { SignState } from '../../../src/store/types.ts';
+import { freshSignState, type SignState } from '../../../src/store/types.ts';
 import {
   blockId,
   CHAIN_ID,
@@ -246,7 +246,17 @@ const CASES: RuleCase[] = [
   {
     name: 'pol_round below -1',
     request: proposalRequest(proposal({ round: 3, polRound: -2 })),
-    expect: { refused: 'error signing proposal: invalid pol_round -2' },
+    expect: { refused: 'error signing proposal: invalid pol_round -2 for round 3' },
+  },
+  {
+    name: 'pol_round equal to round (CometBFT rejects the proposal as invalid)',
+    request: proposalRequest(proposal({ round: 3, polRound: 3 })),
+    expect: { refused: 'error signing proposal: invalid pol_round 3 for round 3' },
+  },
+  {
+    name: 'pol_round above round',
+    request: proposalRequest(proposal({ round: 0, polRound: 4 })),
+    expect: { refused: 'error signing proposal: invalid pol_round 4 for round 0' },
   },
   {
     name: 'pol_round within range',
@@ -277,8 +287,15 @@ const CASES: RuleCase[] = [
     expect: { outcome: 'signed' },
   },
   {
-    name: 'max_height_jump needs a baseline: a fresh state takes any height',
+    name: 'max_height_jump holds from the first signature: a fresh state at height 0 is the baseline',
     maxHeightJump: 10,
+    request: voteRequest(vote({ height: 1_000_000n })),
+    expect: { refused: 'error signing vote: height jump too large. Got 1000000, last height 0, max jump 10' },
+  },
+  {
+    name: 'a state created at the chain height by state init --height is the baseline',
+    maxHeightJump: 10,
+    seed: freshSignState(999_995n),
     request: voteRequest(vote({ height: 1_000_000n })),
     expect: { outcome: 'signed' },
   },
@@ -484,8 +501,8 @@ async function run(c: RuleCase): Promise<void> {
   }
   // The store holds this HRS with exactly the bytes that were signed.
   const stored = fx.store.peek(CHAIN_ID);
-  assert.deepEqual(stored.signBytes, bytes);
-  assert.deepEqual(stored.signature, signature);
+  assert.deepEqual(stored?.signBytes, bytes);
+  assert.deepEqual(stored?.signature, signature);
 
   if (reply.kind === 'signedVoteResponse' && request.kind === 'signVoteRequest' && request.vote) {
     if (expect.timestamp !== undefined) assert.deepEqual(reply.vote.timestamp, expect.timestamp);

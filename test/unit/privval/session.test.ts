@@ -249,6 +249,81 @@ describe('runSession', () => {
     assert.ok(kms.destroyed);
   });
 
+  it('a peer trickling one byte at a time cannot hold the connection open', async () => {
+    const [kms, node] = duplexPair();
+    const done = runSession(kms, { version: 'v0.38', handler: new RecordingHandler(), idleTimeoutMs: 100 });
+    const frame = new Peer(node, 'v0.38').frame(signRequest(vote(1n, new Uint8Array(500))));
+    let sent = 0;
+    const trickle = setInterval(() => {
+      if (sent < frame.length) node.write(frame.subarray(sent, ++sent));
+    }, 5);
+    try {
+      const end = await done;
+      assert.equal(end.reason, 'idle-timeout');
+      // bytes kept arriving far more often than the idle timeout, but never a whole request
+      assert.ok(sent >= 3 && sent < frame.length, `${sent} of ${frame.length} bytes sent`);
+    } finally {
+      clearInterval(trickle);
+    }
+  });
+
+  it('a node that never reads its replies is dropped after the write timeout', async () => {
+    // The KMS end of a socket whose peer never reads: writes are accepted but never completed.
+    let pending = 0;
+    const kms = new Duplex({
+      read() {},
+      write(_chunk, _enc, _cb) {
+        pending++;
+      },
+    });
+    const done = runSession(kms, {
+      version: 'v0.38',
+      handler: new RecordingHandler(),
+      writeTimeoutMs: 30,
+      idleTimeoutMs: 10_000,
+    });
+    kms.push(lengthPrefixed(encodeMessage({ kind: 'pingRequest' }, 'v0.38')));
+    const end = await done;
+    assert.equal(end.reason, 'write-timeout');
+    assert.equal(pending, 1);
+    assert.ok(kms.destroyed);
+  });
+
+  it('a request of a known type with out-of-range values gets a refusal of its type, not an endless retry', async () => {
+    const [kms, node] = duplexPair();
+    const done = runSession(kms, { version: 'v0.38', handler: new RecordingHandler() });
+    const peer = new Peer(node, 'v0.38');
+    const len = (b: number[]) => [b.length, ...b];
+    const chainId = [0x12, ...len([...Buffer.from('test-chain')])];
+    // SignVoteRequest{vote: Vote{round: 2^31}}: the round varint does not fit an int32
+    const roundVote = [0x18, 0x80, 0x80, 0x80, 0x80, 0x08];
+    // SignVoteRequest{vote: Vote{timestamp: {seconds: 253402300800}}}: year 10000
+    const seconds = [...encodeUvarint(253402300800n)];
+    const lateVote = [0x2a, ...len([0x08, ...seconds])];
+    // SignProposalRequest{proposal: Proposal{round: 2^31}}
+    const roundProposal = [0x18, 0x80, 0x80, 0x80, 0x80, 0x08];
+    const frames = [
+      [0x1a, ...len([0x0a, ...len(roundVote), ...chainId])],
+      [0x1a, ...len([0x0a, ...len(lateVote), ...chainId])],
+      [0x2a, ...len([0x0a, ...len(roundProposal), ...chainId])],
+    ];
+    for (const f of frames) node.write(lengthPrefixed(Uint8Array.from(f)));
+    const replies = await peer.waitReplies(3);
+    assert.deepEqual(
+      replies.map((r) => r.kind),
+      ['signedVoteResponse', 'signedVoteResponse', 'signedProposalResponse'],
+    );
+    const errors = replies.map((r) => ('error' in r ? r.error?.description : undefined));
+    assert.match(errors[0] ?? '', /^unable to decode signVoteRequest: Vote\.round out of int32 range/);
+    assert.match(errors[1] ?? '', /^unable to decode signVoteRequest: Vote\.timestamp\.seconds out of range/);
+    assert.match(
+      errors[2] ?? '',
+      /^unable to decode signProposalRequest: Proposal\.round out of int32 range/,
+    );
+    node.end();
+    await done;
+  });
+
   it('waits for the in-flight request when the stream is destroyed, and writes nothing', async () => {
     const [kms, node] = duplexPair();
     const handler = new RecordingHandler();

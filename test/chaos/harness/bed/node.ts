@@ -115,11 +115,13 @@ export class ChaosNode {
     if (how === 'same-path') {
       proc = this.home.start({ env });
     } else if (how === 'netns') {
-      proc = KmsProcess.spawnVia(
-        ['unshare', '--net', 'sh', '-c', 'ip link set lo up && exec "$0" "$@"'],
-        ['start', '--config', this.home.configPath],
-        this.home.env(env),
-      );
+      proc = KmsProcess.spawn(['start', '--config', this.home.configPath], this.home.env(env), [
+        'unshare',
+        '--net',
+        'sh',
+        '-c',
+        'ip link set lo up && exec "$0" "$@"',
+      ]);
     } else {
       const alias = join(this.home.dir, 'home-alias');
       const aliasConfig = join(this.home.dir, 'config-alias.toml');
@@ -132,10 +134,10 @@ export class ChaosNode {
           mode: 0o600,
         },
       );
-      proc = KmsProcess.spawnVia(
-        ['unshare', '--mount', 'sh', '-c', 'mount --bind "$CHAOS_HOME" "$CHAOS_ALIAS" && exec "$0" "$@"'],
+      proc = KmsProcess.spawn(
         ['start', '--config', aliasConfig],
         this.home.env({ ...env, CHAOS_HOME: this.home.home, CHAOS_ALIAS: alias }),
+        ['unshare', '--mount', 'sh', '-c', 'mount --bind "$CHAOS_HOME" "$CHAOS_ALIAS" && exec "$0" "$@"'],
       );
     }
     this.keepLog(proc);

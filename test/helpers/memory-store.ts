@@ -1,13 +1,12 @@
-import { bytesEqual } from '../cometbft/bytes.ts';
-import type { HRS } from '../cometbft/types.ts';
+import { bytesEqual } from '../../src/cometbft/bytes.ts';
 import {
   copySignState,
-  initialSignState,
+  type Reservation,
   type ReserveResult,
   type SignState,
   type SignStateStore,
   sameSignState,
-} from './types.ts';
+} from '../../src/store/types.ts';
 
 /**
  * A fault to inject into the next `reserve` call.
@@ -50,9 +49,10 @@ export class InMemorySignStateStore implements SignStateStore {
     this.historyOf(chainId).push(copySignState(state));
   }
 
-  /** A copy of the stored state of `chainId`, without delays or faults. */
-  peek(chainId: string): SignState {
-    return copySignState(this.states.get(chainId) ?? initialSignState());
+  /** A copy of the stored state of `chainId` (undefined: none), without delays or faults. */
+  peek(chainId: string): SignState | undefined {
+    const s = this.states.get(chainId);
+    return s === undefined ? undefined : copySignState(s);
   }
 
   /** Every state `chainId` has held, in order (reservations and recorded signatures). */
@@ -80,7 +80,7 @@ export class InMemorySignStateStore implements SignStateStore {
     this.delays = { ...delays };
   }
 
-  async load(chainId: string): Promise<SignState> {
+  async load(chainId: string): Promise<SignState | undefined> {
     await pause(this.delays.load);
     if (this.loadFaults > 0) {
       this.loadFaults--;
@@ -95,6 +95,7 @@ export class InMemorySignStateStore implements SignStateStore {
     const fault = this.reserveFaults.shift();
     if (fault === 'throw') throw new Error('injected fault: reserve failed');
     const current = this.peek(chainId);
+    if (current === undefined) throw new Error('no state');
     if (!sameSignState(current, expected)) return { ok: false, current };
     this.setState(chainId, next);
     if (fault === 'apply-then-throw') throw new Error('injected fault: reserve reply lost');
@@ -102,12 +103,8 @@ export class InMemorySignStateStore implements SignStateStore {
     return { ok: true };
   }
 
-  async recordSignature(
-    chainId: string,
-    hrs: HRS,
-    signBytes: Uint8Array,
-    signature: Uint8Array,
-  ): Promise<void> {
+  /** Durable or not, a record is applied at once here. */
+  async recordSignature(chainId: string, reserved: Reservation, signature: Uint8Array): Promise<void> {
     this.recordCalls++;
     await pause(this.delays.record);
     if (this.recordFaults > 0) {
@@ -116,10 +113,11 @@ export class InMemorySignStateStore implements SignStateStore {
     }
     const current = this.peek(chainId);
     const matches =
-      current.height === hrs.height &&
-      current.round === hrs.round &&
-      current.step === hrs.step &&
-      bytesEqual(current.signBytes, signBytes);
+      current !== undefined &&
+      current.height === reserved.height &&
+      current.round === reserved.round &&
+      current.step === reserved.step &&
+      bytesEqual(current.signBytes, reserved.signBytes);
     if (matches) this.setState(chainId, { ...current, signature });
   }
 

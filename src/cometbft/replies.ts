@@ -1,5 +1,5 @@
-import { zeroProposal, zeroVote } from '../cometbft/messages.ts';
-import type { PrivvalMessage } from '../cometbft/types.ts';
+import { zeroProposal, zeroVote } from './messages.ts';
+import type { PrivvalMessage, PrivvalMessageKind } from './types.ts';
 
 /** "Try again": an empty Message makes the node re-send the same request (spec §1.2). */
 export function tryAgain(): PrivvalMessage {
@@ -24,6 +24,25 @@ export function refusedPubKey(description: string): PrivvalMessage {
 /** A refused SignBytesRequest: no signature, a RemoteSignerError with code 0. */
 export function refusedSignBytes(description: string): PrivvalMessage {
   return { kind: 'signBytesResponse', signature: new Uint8Array(), error: { code: 0, description } };
+}
+
+/**
+ * The final refusal answering a request of `kind`, or undefined when `kind` is not a request
+ * that gets one (Ping, responses).
+ */
+export function refusalFor(kind: PrivvalMessageKind, description: string): PrivvalMessage | undefined {
+  switch (kind) {
+    case 'pubKeyRequest':
+      return refusedPubKey(description);
+    case 'signVoteRequest':
+      return refusedVote(description);
+    case 'signProposalRequest':
+      return refusedProposal(description);
+    case 'signBytesRequest':
+      return refusedSignBytes(description);
+    default:
+      return undefined;
+  }
 }
 
 /**

@@ -1,0 +1,8 @@
+{
+  "targets": [
+    {
+      "target_name": "cometkms_flock",
+      "sources": ["flock.c"]
+    }
+  ]
+}
