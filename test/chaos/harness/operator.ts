@@ -30,10 +30,25 @@ export class Operator {
     return file;
   }
 
-  /** `cometkms state import --config <node's> --chain-id ID --from <pvs at hrs> [--force]`. */
+  /** `cometkms state init --config <node's> --chain ID --height H`: a chain the key never signed on. */
+  async initState(node: ChaosNode, chainId: string, height: bigint): Promise<CliResult> {
+    const args = [
+      'state',
+      'init',
+      '--config',
+      node.home.configPath,
+      '--chain',
+      chainId,
+      '--height',
+      String(height),
+    ];
+    return await runCli(args, node.home.env(), 30_000);
+  }
+
+  /** `cometkms state import --config <node's> --chain ID --from <pvs at hrs> [--force]`. */
   async importState(node: ChaosNode, chainId: string, hrs: Hrs, force = false): Promise<CliResult> {
     const from = await this.stateFile(hrs);
-    const args = ['state', 'import', '--config', node.home.configPath, '--chain-id', chainId, '--from', from];
+    const args = ['state', 'import', '--config', node.home.configPath, '--chain', chainId, '--from', from];
     if (force) args.push('--force');
     return await runCli(args, node.home.env(), 30_000);
   }

@@ -149,9 +149,8 @@ export async function runChaos(opts: RunOptions): Promise<RunResult> {
   try {
     // Every chain's state is created by the operator before its first signature.
     for (const d of drivers) {
-      const node = bed.nodes[0]!;
-      const res = await operator.importState(node, d.chainId, { height: 1n, round: 0, step: 3 });
-      if (res.code !== 0) throw new Error(`initial state import for ${d.chainId} failed: ${res.stderr}`);
+      const res = await operator.initState(bed.nodes[0]!, d.chainId, 1n);
+      if (res.code !== 0) throw new Error(`state init for ${d.chainId} failed: ${res.stderr}`);
     }
     const up = await Promise.all(bed.nodes.map((n) => n.start()));
     up.forEach((ok, i) => {
