@@ -19,7 +19,7 @@ export interface NodeWiring {
   spyDir: string;
   /** with libfaketime: the offset file the harness rewrites ("+0", "+300", "-300") */
   clockFile?: string;
-  /** single-node mode: the power-loss / disk-full layer over the state directory */
+  /** the power-loss / disk-full layer over the state directory (sign state, high-water marks) */
   durable?: { image: string; enospcFlag: string };
 }
 

@@ -231,6 +231,8 @@ export class ChaosBed {
         validators: validators.get(c.id) ?? [],
       })),
       extraToml,
+      // Nothing but the operator's `state init` creates a chain's state (see the runner).
+      stateHeight: null,
     });
     const dir = home.dir;
     const hsm = new HsmFaults(join(dir, 'hsm-faults'));
@@ -242,9 +244,7 @@ export class ChaosBed {
       softhsmModule: token.modulePath,
       spyDir: this.spyDir,
       ...(clockFile === undefined ? {} : { clockFile }),
-      ...(this.mode === 'single'
-        ? { durable: { image: join(dir, 'durable-image'), enospcFlag: join(dir, 'disk-full') } }
-        : {}),
+      durable: { image: join(dir, 'durable-image'), enospcFlag: join(dir, 'disk-full') },
     });
   }
 

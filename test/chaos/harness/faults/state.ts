@@ -1,5 +1,5 @@
 /**
- * Faults on a single node's state directory. Generic over its files (the harness does not know
+ * Faults on a node's state directory (power loss: any node; the others: a single node's). Generic over its files (the harness does not know
  * the store's layout): files deleted, truncated, one put back from an older copy, power loss
  * (only what was fsynced survives, see state/durable-fs-preload.mjs), and a full disk.
  * The first three destroy or regress state: the node is killed, the files are changed as on a
@@ -9,7 +9,7 @@
 import { readdir, readFile, rm, truncate, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { ChaosNode } from '../bed/node.ts';
-import { ensureRunning, operatorRecovery } from './common.ts';
+import { anyNode, ensureRunning, leaderNode, operatorRecovery } from './common.ts';
 import { type FaultContext, type FaultKind, pause } from './types.ts';
 
 async function stateFiles(node: ChaosNode): Promise<string[]> {
@@ -88,14 +88,15 @@ export const stateFaults: FaultKind[] = [
   },
   {
     name: 'power-loss',
-    modes: ['single'],
+    modes: ['single', 'cluster'],
     layer: 'state',
     exclusive: true,
     async inject(ctx) {
-      const node = ctx.bed.nodes[0]!;
+      // Cluster: mostly the leader, whose high-water marks are raised on every reservation.
+      const node = ctx.rng.chance(0.7) ? await leaderNode(ctx) : anyNode(ctx);
       const changed = await node.powerLoss();
       return {
-        detail: `power loss (unsynced writes lost: ${changed.length === 0 ? 'none' : changed.join(', ')})`,
+        detail: `power loss on ${node.id} (unsynced writes lost: ${changed.length === 0 ? 'none' : changed.join(', ')})`,
         heal: async () => void (await ensureRunning(ctx, node)),
       };
     },
