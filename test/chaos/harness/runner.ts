@@ -181,8 +181,6 @@ export async function runChaos(opts: RunOptions): Promise<RunResult> {
           history.write({ t: 'violation', round, what });
         },
       };
-      const before = drivers.map((d) => d.signedAt[d.signedAt.length - 1]?.height ?? 0n);
-      const injectedAt = Date.now();
       const injected: Array<{ kind: FaultKind; inj: Injected }> = [];
       for (const kind of picked) {
         try {
@@ -194,6 +192,10 @@ export async function runChaos(opts: RunOptions): Promise<RunResult> {
           });
         }
       }
+      // Liveness counts from the moment every fault is in effect (some prepare before acting,
+      // e.g. a snapshot taken a while before the restore).
+      const injectedAt = Date.now();
+      const before = drivers.map((d) => d.signedAt.filter((x) => x.at <= injectedAt).pop()?.height ?? 0n);
       history.write({
         t: 'fault',
         round,
