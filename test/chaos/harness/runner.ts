@@ -202,9 +202,13 @@ export async function runChaos(opts: RunOptions): Promise<RunResult> {
         kinds: picked.map((k) => k.name),
         details: injected.map((x) => x.inj.detail),
       });
-      await new Promise((r) =>
-        setTimeout(r, Math.max(...picked.map((k) => k.dwellMs ?? opts.dwellMs ?? 1_000))),
-      );
+      // Signing goes on under the fault, and a lagging sentry re-sends conflicting votes for the
+      // last heights: a node that lost or regressed its state would sign some of them.
+      const dwellMs = Math.max(...picked.map((k) => k.dwellMs ?? opts.dwellMs ?? 1_000));
+      await Promise.all([
+        new Promise((r) => setTimeout(r, dwellMs)),
+        ...drivers.map((d) => d.laggardBurst(3)),
+      ]);
       for (const { kind, inj } of [...injected].reverse()) {
         try {
           await inj.heal();
