@@ -53,13 +53,6 @@ export class Operator {
     return await runCli(args, node.home.env(), 30_000);
   }
 
-  /** Imports `hrs`, and only if that is refused (an unusable or higher-looking state), with --force. */
-  async restoreState(node: ChaosNode, chainId: string, hrs: Hrs): Promise<CliResult> {
-    const plain = await this.importState(node, chainId, hrs);
-    if (plain.code === 0) return plain;
-    return await this.importState(node, chainId, hrs, true);
-  }
-
   /** `cometkms leader transfer` through node's admin API. */
   async leaderTransfer(node: ChaosNode): Promise<CliResult> {
     if (node.adminUrl === undefined) throw new Error(`${node.id} is not running`);

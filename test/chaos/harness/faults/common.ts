@@ -1,5 +1,6 @@
 /** Targets and recovery steps shared by the fault kinds. */
 import type { ChaosNode } from '../bed/node.ts';
+import type { CliResult, Hrs } from '../operator.ts';
 import type { FaultContext } from './types.ts';
 
 /** The serving leader (single node: the node); a random running node if none is found quickly. */
@@ -38,48 +39,47 @@ export async function ensureRunning(ctx: FaultContext, node: ChaosNode): Promise
 /**
  * The operator's recovery after state was lost or regressed: import, for every chain, a
  * priv_validator_state.json at the highest HRS its sentries ever asked for (no sign bytes), then
- * make sure every node runs. Single node: the node is stopped for the import (it holds the home
- * lock) and started after. Cluster: the import is one online etcd transaction, retried if a node
- * wrote in between.
+ * make sure every node runs. That HRS bounds every reservation any node can have made, so the
+ * import never goes below what was signed.
+ *
+ * Single node: the node is stopped (it holds the home lock), so nothing moves the state during
+ * the import; the state may be unusable (truncated, regressed), which only `--force` replaces,
+ * as the node's own refusal message tells the operator. Cluster: online and never `--force`:
+ * every state-losing fault leaves etcd without the key or below the imported HRS, so a plain
+ * import moves it forward; one refused as "backwards" means the nodes already hold a higher
+ * state, which must not be overwritten. Only a lost compare-and-swap race is retried.
  */
 export async function operatorRecovery(ctx: FaultContext): Promise<void> {
   const { bed, operator, history } = ctx;
+  const log = (chain: string, hrs: Hrs, res: CliResult): void =>
+    history.write({
+      t: 'operator',
+      cmd: 'state import',
+      chain,
+      hrs,
+      code: res.code,
+      out: res.stdout.trim(),
+      err: res.stderr.trim().slice(-300),
+    });
   if (bed.mode === 'single') {
     const node = bed.nodes[0]!;
     await node.kill('SIGTERM');
     for (const d of ctx.drivers) {
-      const res = await operator.restoreState(node, d.chainId, d.maxRequested);
-      history.write({
-        t: 'operator',
-        cmd: 'state import',
-        chain: d.chainId,
-        hrs: d.maxRequested,
-        code: res.code,
-        out: res.stdout.trim(),
-        err: res.stderr.trim().slice(-300),
-      });
+      const hrs = d.maxRequested;
+      log(d.chainId, hrs, await operator.importState(node, d.chainId, hrs, true));
     }
     await ensureRunning(ctx, node);
     return;
   }
-  // Online and never --force: every state-losing fault leaves etcd without the key or below the
-  // imported HRS, so a plain import moves it forward; one refused as "backwards" means the nodes
-  // already hold a higher state, which must not be overwritten. Only a lost compare-and-swap race
-  // with a signing node is retried.
-  for (const d of ctx.drivers) {
-    for (let attempt = 0; attempt < 3; attempt++) {
-      const via = bed.nodes[attempt % bed.nodes.length]!;
-      const res = await operator.importState(via, d.chainId, d.maxRequested);
-      history.write({
-        t: 'operator',
-        cmd: 'state import',
-        chain: d.chainId,
-        code: res.code,
-        out: res.stdout.trim(),
-        err: res.stderr.trim().slice(-300),
-      });
-      if (res.code === 0 || !res.stderr.includes('changed during import')) break;
-    }
-  }
+  await Promise.all(
+    ctx.drivers.map(async (d) => {
+      for (let attempt = 0; attempt < 3; attempt++) {
+        const hrs = d.maxRequested;
+        const res = await operator.importState(bed.nodes[attempt % bed.nodes.length]!, d.chainId, hrs);
+        log(d.chainId, hrs, res);
+        if (res.code === 0 || !res.stderr.includes('changed during import')) return;
+      }
+    }),
+  );
   for (const n of bed.nodes) await ensureRunning(ctx, n);
 }
