@@ -19,6 +19,7 @@ import { faultKinds } from './faults/index.ts';
 import type { FaultContext, FaultKind, Injected } from './faults/types.ts';
 import { History } from './history.ts';
 import { Operator } from './operator.ts';
+import { Schedule } from './schedule.ts';
 import type { Verdict } from './witness/checker.ts';
 import { LiveWitness } from './witness/live.ts';
 
@@ -66,21 +67,6 @@ const CHAINS: ChainSpec[] = [
   { id: 'chaos-ext-1', protocol: 'v0.38' },
   { id: 'chaos-plain-2', protocol: 'v0.37' },
 ];
-
-/**
- * Picks the round's fault kinds. The first rounds go once through every kind in a seeded order
- * (a short run still covers them all); after that: one kind, or two of different layers
- * (neither exclusive) overlapping.
- */
-function schedule(rng: Rng, kinds: FaultKind[], round: number, order: FaultKind[]): FaultKind[] {
-  if (round <= order.length) return [order[round - 1]!];
-  const first = kinds[rng.int(kinds.length)]!;
-  const overlap = rng.chance(0.25);
-  if (!overlap || first.exclusive) return [first];
-  const others = kinds.filter((k) => !k.exclusive && k.layer !== first.layer);
-  if (others.length === 0) return [first];
-  return [first, others[rng.int(others.length)]!];
-}
 
 export async function runChaos(opts: RunOptions): Promise<RunResult> {
   const started = Date.now();
@@ -160,15 +146,10 @@ export async function runChaos(opts: RunOptions): Promise<RunResult> {
     for (const d of drivers) {
       if (!(await d.nextSignature(60_000))) throw new Error(`${d.chainId}: no first signature within 60 s`);
     }
-    const scheduleRng = new Rng(opts.seed);
-    const order = [...kinds];
-    for (let i = order.length - 1; i > 0; i--) {
-      const j = scheduleRng.int(i + 1);
-      [order[i], order[j]] = [order[j]!, order[i]!];
-    }
+    const schedule = new Schedule(opts.seed, kinds);
     for (let round = 1; round <= opts.rounds; round++) {
       if (opts.maxMs !== undefined && Date.now() - started > opts.maxMs) break;
-      const picked = schedule(scheduleRng, kinds, round, order);
+      const picked = schedule.next();
       const ctx: FaultContext = {
         bed,
         rng: new Rng((opts.seed ^ Math.imul(round, 0x9e3779b1)) >>> 0),
