@@ -76,17 +76,21 @@ export function livenessTable(r: RunResult): string {
   return lines.join('\n');
 }
 
-/** The totals table (markdown) over every recorded run. */
+/** The totals table (markdown) over every recorded run, one row per fault kind and cluster size. */
 export function totalsTable(runs: readonly RecordedRun[]): string {
-  const byKind = new Map<string, { rounds: number; p50: number[]; max: number; missed: number }>();
+  const rows = new Map<
+    string,
+    { kind: string; nodes: number; rounds: number; p50: number[]; max: number; missed: number }
+  >();
   for (const run of runs) {
-    for (const [k, s] of Object.entries(run.kinds)) {
-      const t = byKind.get(k) ?? { rounds: 0, p50: [], max: 0, missed: 0 };
+    for (const [kind, s] of Object.entries(run.kinds)) {
+      const key = `${kind}\u0000${run.nodes}`;
+      const t = rows.get(key) ?? { kind, nodes: run.nodes, rounds: 0, p50: [], max: 0, missed: 0 };
       t.rounds += s.rounds;
       t.p50.push(s.nextSignatureMsP50);
       t.max = Math.max(t.max, s.nextSignatureMsMax);
       t.missed = Math.max(t.missed, s.heightsMissedMax);
-      byKind.set(k, t);
+      rows.set(key, t);
     }
   }
   const rounds = runs.reduce((n, r) => n + r.rounds, 0);
@@ -95,26 +99,28 @@ export function totalsTable(runs: readonly RecordedRun[]): string {
   const lines = [
     `${rounds} rounds in ${runs.length} recorded runs, ${witnessed} signatures witnessed, **${conflicts} conflicts** (goal: 10,000 rounds, 0 conflicts).`,
     '',
-    '| fault kind | rounds | next signature p50 (median of runs) | worst next signature | worst heights missed |',
-    '| --- | ---: | ---: | ---: | ---: |',
+    '| fault kind | nodes | rounds | next signature p50 (median of runs) | worst next signature | worst heights missed |',
+    '| --- | ---: | ---: | ---: | ---: | ---: |',
   ];
-  for (const [k, t] of [...byKind.entries()].sort(([a], [b]) => a.localeCompare(b))) {
-    lines.push(`| ${k} | ${t.rounds} | ${pct(t.p50, 0.5)} ms | ${t.max} ms | ${t.missed} |`);
+  const sorted = [...rows.values()].sort((a, b) => a.kind.localeCompare(b.kind) || a.nodes - b.nodes);
+  for (const t of sorted) {
+    lines.push(
+      `| ${t.kind} | ${t.nodes} | ${t.rounds} | ${pct(t.p50, 0.5)} ms | ${t.max} ms | ${t.missed} |`,
+    );
   }
-  lines.push(
-    '',
-    `Seeds: ${runs.map((r) => `${r.seed} (${r.nodes} node${r.nodes > 1 ? 's' : ''}, ${r.rounds} rounds${r.conflicts > 0 ? `, ${r.conflicts} conflicts` : ''})`).join(', ')}.`,
+  const seeds = runs.map(
+    (r) =>
+      `${r.seed} (${r.nodes} node${r.nodes > 1 ? 's' : ''}, ${r.rounds} rounds, ${r.commit}${r.conflicts > 0 ? `, ${r.conflicts} conflicts` : ''})`,
   );
+  lines.push('', `Seeds: ${seeds.join(', ')}.`);
   return lines.join('\n');
 }
 
-export async function recordRun(r: RunResult): Promise<void> {
+/** Rewrites bench/results/chaos.md and the README's totals from bench/results/chaos-runs.json. */
+export async function rewriteTotals(): Promise<void> {
   const runs: RecordedRun[] = existsSync(RUNS)
     ? (JSON.parse(await readFile(RUNS, 'utf8')) as RecordedRun[])
     : [];
-  const commit = (await run('git', ['rev-parse', '--short', 'HEAD'], { cwd: dirname(RUNS) })).stdout.trim();
-  runs.push(toRecorded(r, commit));
-  await writeFile(RUNS, `${JSON.stringify(runs, null, 1)}\n`);
   const table = totalsTable(runs);
   await writeFile(TABLE, `# Chaos rounds recorded (\`npm run chaos -- --record\`)\n\n${table}\n`);
   const readme = await readFile(README, 'utf8');
@@ -123,4 +129,15 @@ export async function recordRun(r: RunResult): Promise<void> {
   if (a >= 0 && b > a) {
     await writeFile(README, `${readme.slice(0, a + BEGIN.length)}\n${table}\n${readme.slice(b)}`);
   }
+}
+
+/** Adds `r` to bench/results/chaos-runs.json and rewrites the totals. */
+export async function recordRun(r: RunResult): Promise<void> {
+  const runs: RecordedRun[] = existsSync(RUNS)
+    ? (JSON.parse(await readFile(RUNS, 'utf8')) as RecordedRun[])
+    : [];
+  const commit = (await run('git', ['rev-parse', '--short', 'HEAD'], { cwd: dirname(RUNS) })).stdout.trim();
+  runs.push(toRecorded(r, commit));
+  await writeFile(RUNS, `${JSON.stringify(runs, null, 1)}\n`);
+  await rewriteTotals();
 }
