@@ -9,7 +9,7 @@
 import { randomInt } from 'node:crypto';
 import { parseArgs } from 'node:util';
 import { FAULT_KINDS } from './faults/index.ts';
-import { livenessTable, recordRun } from './record.ts';
+import { currentCommit, livenessTable, recordRun } from './record.ts';
 import { runChaos, summaryLine } from './runner.ts';
 
 const USAGE =
@@ -45,6 +45,7 @@ async function main(): Promise<number> {
     .map((s) => s.trim())
     .filter((s) => s.length > 0);
   process.stdout.write(`chaos: seed ${seed}, ${nodes} node(s), up to ${rounds} rounds\n`);
+  const commit = values.record ? await currentCommit() : '';
   const result = await runChaos({
     rounds,
     seed,
@@ -58,7 +59,7 @@ async function main(): Promise<number> {
   for (const f of result.failures) process.stdout.write(`FAILED: ${f}\n`);
   if (result.kept)
     process.stdout.write(`history and spy logs kept in ${result.runDir} (replay: --seed ${seed})\n`);
-  if (values.record) await recordRun(result);
+  if (values.record) await recordRun(result, commit);
   process.stdout.write(`${summaryLine(result)}\n`);
   return result.failures.length === 0 ? 0 : 1;
 }

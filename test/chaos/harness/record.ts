@@ -131,12 +131,19 @@ export async function rewriteTotals(): Promise<void> {
   }
 }
 
-/** Adds `r` to bench/results/chaos-runs.json and rewrites the totals. */
-export async function recordRun(r: RunResult): Promise<void> {
+/** The commit checked out now (a run notes it when it starts: the code it tests). */
+export async function currentCommit(): Promise<string> {
+  const { stdout } = await run('git', ['rev-parse', '--short', 'HEAD'], { cwd: dirname(RUNS) });
+  const dirty = (await run('git', ['status', '--porcelain', '--untracked-files=no'], { cwd: dirname(RUNS) }))
+    .stdout;
+  return `${stdout.trim()}${dirty.trim().length > 0 ? '+changes' : ''}`;
+}
+
+/** Adds `r`, run on `commit`, to bench/results/chaos-runs.json and rewrites the totals. */
+export async function recordRun(r: RunResult, commit: string): Promise<void> {
   const runs: RecordedRun[] = existsSync(RUNS)
     ? (JSON.parse(await readFile(RUNS, 'utf8')) as RecordedRun[])
     : [];
-  const commit = (await run('git', ['rev-parse', '--short', 'HEAD'], { cwd: dirname(RUNS) })).stdout.trim();
   runs.push(toRecorded(r, commit));
   await writeFile(RUNS, `${JSON.stringify(runs, null, 1)}\n`);
   await rewriteTotals();
