@@ -47,17 +47,22 @@ const chainSchema = {
     'chain_id',
     'key_type',
     'protocol',
+    'address',
     'height',
     'round',
     'step',
     'last_signed_at',
     'state_alarm',
+    'refused',
+    'double_sign_refused',
+    'errors',
     'validators',
   ],
   properties: {
     chain_id: str,
     key_type: str,
     protocol: str,
+    address: str,
     height: int,
     round: int,
     step: int,
@@ -68,6 +73,9 @@ const chainSchema = {
         { type: 'object', required: ['code', 'reason'], properties: { code: str, reason: str } },
       ],
     },
+    refused: int,
+    double_sign_refused: int,
+    errors: int,
     validators: {
       type: 'array',
       items: {
@@ -82,9 +90,10 @@ const chainSchema = {
 /** `NodeStatus` (src/admin/types.ts). */
 export const statusSchema = {
   type: 'object',
-  required: ['node_id', 'mode', 'role', 'leader_id', 'term', 'uptime_s', 'hsm', 'chains'],
+  required: ['node_id', 'version', 'mode', 'role', 'leader_id', 'term', 'uptime_s', 'hsm', 'chains'],
   properties: {
     node_id: str,
+    version: str,
     mode: { type: 'string', enum: ['single', 'cluster'] },
     role: { type: 'string', enum: ['leader', 'follower'] },
     leader_id: { type: ['string', 'null'] },

@@ -25,10 +25,8 @@ import {
 } from './schemas.ts';
 import { STATUS_PAGE_CSP, STATUS_PAGE_HTML } from './status-page.ts';
 
-/** Options of {@link startAdminServer}. */
-export interface AdminServerOptions {
-  /** `host:port` to bind (port 0: any free port) */
-  listen: string;
+/** Options of {@link buildAdminServer}. */
+export interface AdminAppOptions {
   runtime: AdminRuntime;
   metrics: Metrics;
   /** the bearer token read from `admin.token_file`; undefined: every non-public route is refused */
@@ -37,6 +35,12 @@ export interface AdminServerOptions {
   publicRoutes: string[];
   tls?: { cert: Buffer; key: Buffer };
   logger: pino.Logger;
+}
+
+/** Options of {@link startAdminServer}. */
+export interface AdminServerOptions extends AdminAppOptions {
+  /** `host:port` to bind (port 0: any free port) */
+  listen: string;
 }
 
 /** A running admin server. */
@@ -69,9 +73,11 @@ function pathOf(url: string): string {
   return q < 0 ? url : url.slice(0, q);
 }
 
-/** Starts the admin API; resolves once it listens. */
-export async function startAdminServer(opts: AdminServerOptions): Promise<AdminServer> {
-  const { host, port } = parseHostPort(opts.listen);
+/**
+ * The admin API with every route and the auth hook, not listening yet: {@link startAdminServer}
+ * binds it; tests drive it in-process with `inject()`.
+ */
+export function buildAdminServer(opts: AdminAppOptions) {
   const publicRoutes = new Set([...opts.publicRoutes, '/']);
   const log = opts.logger.child({ component: 'admin' });
   const app = Fastify({
@@ -83,6 +89,10 @@ export async function startAdminServer(opts: AdminServerOptions): Promise<AdminS
     // Reject what the schemas do not allow instead of quietly dropping or converting it.
     ajv: { customOptions: { removeAdditional: false, coerceTypes: false } },
     bodyLimit: 4096,
+    // A client trickling a request byte by byte cannot hold a connection: the whole request must
+    // arrive within 10 s, and an idle keep-alive connection is closed after 5 s.
+    requestTimeout: 10_000,
+    keepAliveTimeout: 5_000,
     return503OnClosing: true,
     // null: plain HTTP
     https: opts.tls === undefined ? null : { cert: opts.tls.cert, key: opts.tls.key },
@@ -166,7 +176,17 @@ export async function startAdminServer(opts: AdminServerOptions): Promise<AdminS
       .header('cache-control', 'no-store')
       .send(STATUS_PAGE_HTML),
   );
+  return app;
+}
 
+/** The admin API as {@link buildAdminServer} returns it (a Fastify instance). */
+export type AdminApp = ReturnType<typeof buildAdminServer>;
+
+/** Builds the admin API and starts listening on `opts.listen`; resolves once it listens. */
+export async function startAdminServer(opts: AdminServerOptions): Promise<AdminServer> {
+  const { host, port } = parseHostPort(opts.listen);
+  const app = buildAdminServer(opts);
+  const log = opts.logger.child({ component: 'admin' });
   await app.listen({ host, port });
   const bound = app.server.address() as AddressInfo;
   const address = formatHostPort(bound.address, bound.port);

@@ -16,10 +16,14 @@ function table(rows: string[][]): string[] {
   );
 }
 
-/** The human-readable `cometkms status`: the node, then one row per chain. */
+/**
+ * The human-readable `cometkms status`: the node, then one row per chain with what this node
+ * refused and failed to sign for it since it started.
+ */
 export function formatStatus(s: NodeStatus): string {
   const head = table([
     ['node:', s.node_id],
+    ['version:', s.version],
     ['mode:', s.mode],
     ['role:', s.role],
     ['leader:', s.leader_id ?? '(none known)'],
@@ -40,13 +44,15 @@ export function formatStatus(s: NodeStatus): string {
       ]),
     );
   }
-  const rows = [['CHAIN', 'HEIGHT/ROUND/STEP', 'LAST SIGNED', 'VALIDATORS UP']];
+  const rows = [['CHAIN', 'HEIGHT/ROUND/STEP', 'LAST SIGNED', 'REFUSED', 'ERRORS', 'VALIDATORS UP']];
   for (const c of s.chains) {
     const up = c.validators.filter((v) => v.connected).length;
     rows.push([
       c.chain_id,
       `${c.height}/${c.round}/${c.step}`,
       c.last_signed_at ?? 'never',
+      c.double_sign_refused > 0 ? `${c.refused} (${c.double_sign_refused} double-sign)` : String(c.refused),
+      String(c.errors),
       `${up}/${c.validators.length}`,
     ]);
   }

@@ -10,27 +10,46 @@
  *
  * Data is only ever inserted with `textContent` (never as HTML), and the Content-Security-Policy
  * allows exactly this script and style (by hash) and connections to this origin only.
+ *
+ * Every time is shown in UTC (operators of one cluster sit in several time zones, and logs and
+ * the audit log are in UTC too). The page fits a 390 px wide phone: below 700 px the chains table
+ * turns into one block per chain whose cells carry their own labels, and long values (addresses,
+ * endpoints, errors) wrap anywhere instead of widening the page.
  */
 import { createHash } from 'node:crypto';
 
 const STYLE = `
 :root { color-scheme: light dark; --ok: #1a7f37; --bad: #cf222e; --dim: #6e7781; }
 body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5rem; }
-h1 { font-size: 1.3rem; margin: 0 0 .5rem; }
+h1 { font-size: 1.3rem; margin: 0 0 .5rem; overflow-wrap: anywhere; }
+h1 small { font-size: .8rem; font-weight: normal; }
 h2 { font-size: 1rem; margin: 1.2rem 0 .4rem; }
-dl { display: grid; grid-template-columns: max-content auto; gap: .15rem 1rem; margin: 0; }
+dl { display: grid; grid-template-columns: max-content minmax(0, 1fr); gap: .15rem 1rem; margin: 0; }
 dt { color: var(--dim); }
-dd { margin: 0; }
+dd { margin: 0; overflow-wrap: anywhere; }
 table { border-collapse: collapse; }
 th, td { text-align: left; padding: .2rem .8rem .2rem 0; vertical-align: top; }
 th { color: var(--dim); font-weight: normal; border-bottom: 1px solid var(--dim); }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
+.mono { font-family: ui-monospace, monospace; font-size: .85rem; }
+th, .nowrap { white-space: nowrap; }
+.wrap { overflow-wrap: anywhere; }
 .ok { color: var(--ok); }
 .bad { color: var(--bad); }
 .dim { color: var(--dim); }
 #banner { padding: .4rem .6rem; margin-bottom: .8rem; border: 1px solid var(--bad); display: none; }
 #banner.show { display: block; }
 ul { margin: 0; padding-left: 1rem; }
+@media (max-width: 700px) {
+  body { margin: .75rem; }
+  #chains-table thead { display: none; }
+  #chains-table, #chains-table tbody, #chains-table tr, #chains-table td { display: block; }
+  #chains-table tr { border-top: 1px solid var(--dim); padding: .4rem 0; }
+  #chains-table td { padding: .1rem 0; }
+  #chains-table td, #chains-table .mono { white-space: normal; overflow-wrap: anywhere; }
+  #chains-table td.num { text-align: left; }
+  #chains-table td[data-label]::before { content: attr(data-label) ": "; color: var(--dim); }
+}
 `;
 
 // Plain ES5-style script: no template literals, so it can live inside this TS template string.
@@ -82,13 +101,33 @@ const SCRIPT = `
     });
   }
 
-  function age(iso, now) {
-    if (!iso) return 'never';
-    var s = Math.max(0, Math.round((now - Date.parse(iso)) / 1000));
+  // "2025-01-01 12:00:00 UTC": every time on the page is UTC, to the second.
+  function utc(ms) {
+    return new Date(ms).toISOString().replace('T', ' ').replace(/\\.\\d+Z$/, ' UTC');
+  }
+
+  function ago(ms, now) {
+    var s = Math.max(0, Math.round((now - ms) / 1000));
     if (s < 120) return s + 's ago';
     if (s < 7200) return Math.round(s / 60) + 'm ago';
     if (s < 172800) return Math.round(s / 3600) + 'h ago';
     return Math.round(s / 86400) + 'd ago';
+  }
+
+  // Pieces that must not break inside but may break between each other, as one span.
+  function pieces(parts, cls) {
+    var span = el('span', null, cls);
+    parts.forEach(function (p, i) {
+      if (i > 0) span.appendChild(document.createTextNode(' '));
+      span.appendChild(el('span', p, 'nowrap'));
+    });
+    return span;
+  }
+
+  function lastSigned(iso, now) {
+    if (!iso) return el('span', 'never');
+    var ms = Date.parse(iso);
+    return pieces([utc(ms), '(' + ago(ms, now) + ')']);
   }
 
   function duration(s) {
@@ -114,11 +153,12 @@ const SCRIPT = `
     document.title = 'CometKMS ' + s.node_id + ' (' + s.role + ')';
     setText('node', s.node_id);
     fill('overview', [
+      ['version', s.version],
       ['mode', s.mode],
       ['role', el('span', s.role, s.role === 'leader' ? 'ok' : '')],
       ['leader', s.leader_id === null ? el('span', 'none known', 'bad') : s.leader_id],
       ['term', s.term],
-      ['uptime', duration(s.uptime_s)]
+      ['uptime', duration(s.uptime_s) + ' (since ' + utc(now - s.uptime_s * 1000) + ')']
     ]);
     var hsm = [
       ['token', s.hsm.token_label],
@@ -140,9 +180,9 @@ const SCRIPT = `
       mb.replaceChildren();
       s.cluster.members.forEach(function (m) {
         var tr = el('tr');
-        tr.appendChild(el('td', m.node_id));
-        tr.appendChild(el('td', m.forward_addr));
-        tr.appendChild(el('td', m.leader ? 'leader' : '', m.leader ? 'ok' : ''));
+        tr.appendChild(el('td', m.node_id, 'nowrap'));
+        tr.appendChild(el('td', m.forward_addr, 'wrap'));
+        tr.appendChild(el('td', m.leader ? 'leader' : '', m.leader ? 'ok nowrap' : ''));
         mb.appendChild(tr);
       });
     }
@@ -153,12 +193,29 @@ const SCRIPT = `
       var up = c.validators.filter(function (v) { return v.connected; }).length;
       var tr = el('tr');
       tr.dataset.chain = c.chain_id;
-      tr.appendChild(el('td', c.chain_id));
-      tr.appendChild(el('td', c.key_type + ' / ' + c.protocol, 'dim'));
-      tr.appendChild(el('td', c.height + '/' + c.round + '/' + c.step, 'num hrs'));
-      tr.appendChild(el('td', age(c.last_signed_at, now)));
-      tr.appendChild(el('td', rate(c.chain_id, c.height, now), 'num'));
-      var vt = el('td');
+      function cell(field, label, content, cls) {
+        var td = content instanceof Node ? el('td', null, cls) : el('td', content, cls);
+        if (content instanceof Node) td.appendChild(content);
+        td.dataset.field = field;
+        if (label) td.dataset.label = label;
+        tr.appendChild(td);
+        return td;
+      }
+      // The chain, its key and the key's address share the first cell: one column fewer keeps
+      // the desktop table inside the window, and on a phone the three lines explain themselves.
+      var id = el('div');
+      id.appendChild(el('strong', c.chain_id)).dataset.field = 'chain';
+      id.appendChild(el('div', c.key_type + ' / ' + c.protocol, 'dim')).dataset.field = 'key';
+      id.appendChild(el('div', c.address, 'mono nowrap')).dataset.field = 'address';
+      cell('id', null, id);
+      cell('hrs', 'h/r/s', c.height + '/' + c.round + '/' + c.step, 'num nowrap hrs');
+      cell('last-signed', 'last signed', lastSigned(c.last_signed_at, now));
+      cell('rate', 'rate', rate(c.chain_id, c.height, now), 'num nowrap');
+      var refused = [String(c.refused)];
+      if (c.double_sign_refused) refused.push('(' + c.double_sign_refused + ' double-sign)');
+      cell('refused', 'refused', pieces(refused), 'num' + (c.double_sign_refused ? ' bad' : ''));
+      cell('errors', 'errors', c.errors, 'num nowrap' + (c.errors ? ' bad' : ''));
+      var vt = el('div');
       vt.appendChild(el('span', up + '/' + c.validators.length + ' up', up === c.validators.length ? 'ok' : 'bad'));
       var ul = el('ul');
       c.validators.forEach(function (v) {
@@ -169,10 +226,10 @@ const SCRIPT = `
         ul.appendChild(li);
       });
       vt.appendChild(ul);
-      tr.appendChild(vt);
+      cell('validators', 'validators', vt, 'wrap');
       tb.appendChild(tr);
     });
-    setText('updated', 'updated ' + new Date(now).toLocaleTimeString(), 'dim');
+    setText('updated', 'updated ' + utc(now), 'dim');
   }
 
   function problem(text, withButton) {
@@ -253,8 +310,8 @@ export const STATUS_PAGE_HTML = `<!doctype html>
 <table><thead><tr><th>member</th><th>forward address</th><th></th></tr></thead><tbody id="members"></tbody></table>
 </section>
 <h2>Chains</h2>
-<table>
-<thead><tr><th>chain</th><th>key / protocol</th><th>height/round/step</th><th>last signed</th><th>rate</th><th>validators</th></tr></thead>
+<table id="chains-table">
+<thead><tr><th>chain / key / address</th><th>height/round/step</th><th>last signed</th><th>rate</th><th>refused</th><th>errors</th><th>validators</th></tr></thead>
 <tbody id="chains"></tbody>
 </table>
 <script>${SCRIPT}</script>

@@ -5,6 +5,8 @@
  */
 export interface NodeStatus {
   node_id: string;
+  /** the CometKMS version (package.json) */
+  version: string;
   mode: 'single' | 'cluster';
   role: 'leader' | 'follower';
   /** null while no leader is known */
@@ -37,6 +39,8 @@ export interface ChainStatus {
   chain_id: string;
   key_type: string;
   protocol: string;
+  /** the consensus address of the chain's key, upper-case hex as CometBFT prints it */
+  address: string;
   /** the last reserved HRS; height/round/step as JSON numbers */
   height: number;
   round: number;
@@ -45,5 +49,11 @@ export interface ChainStatus {
   last_signed_at: string | null;
   /** why nothing is signed for this chain until an operator acts (state missing, below this node's high-water mark, unusable); null when its state is usable */
   state_alarm: { code: string; reason: string } | null;
+  /** requests this node refused for the chain since it started (final RemoteSignerErrors) */
+  refused: number;
+  /** of those, the refusals that prevented a double sign */
+  double_sign_refused: number;
+  /** requests this node answered "try again" because something failed (store, HSM, verification) */
+  errors: number;
   validators: Array<{ addr: string; connected: boolean; remote_node_id?: string; connects: number }>;
 }

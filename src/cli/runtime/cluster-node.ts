@@ -28,7 +28,6 @@ import { clusterEtcdOptions } from '../../cluster/etcd-config.ts';
 import { ForwardClient, ForwardServer } from '../../cluster/forward.ts';
 import { type LeaderInfo, Leadership } from '../../cluster/leadership.ts';
 import { loadClusterTls } from '../../cluster/tls.ts';
-import type { HRS } from '../../cometbft/types.ts';
 import { compareHRS } from '../../cometbft/types.ts';
 import { assertHomeInitialised } from '../../config/home.ts';
 import type { ChainSection, ClusterSection, Config } from '../../config/types.ts';
@@ -40,12 +39,15 @@ import { loadIdentity, type TransportIdentity } from '../../privval/identity.ts'
 import { EtcdSignStateStore } from '../../store/etcd.ts';
 import { HighWaterMarks } from '../../store/high-water.ts';
 import { acquireHomeLock, type HomeLock } from '../../store/lock.ts';
+import type { SignState } from '../../store/types.ts';
+import { VERSION } from '../../version.ts';
 import { ClusterView } from './cluster-view.ts';
 import {
   chainStatus,
   createDialers,
   DecisionSink,
   hsmStatus,
+  keyAddress,
   type NodeAdmin,
   openAuditLog,
   ShutdownSteps,
@@ -64,6 +66,8 @@ export interface ClusterNodeOptions {
 interface ChainRuntime {
   config: ChainSection;
   guard: ChainGuard;
+  /** the key's consensus address (upper-case hex) */
+  address: string;
   validators: ValidatorLink[];
 }
 
@@ -150,6 +154,7 @@ export class ClusterNode implements AdminRuntime {
     const members = view?.members ?? [];
     return {
       node_id: this.config.node.id,
+      version: VERSION,
       mode: 'cluster',
       role: l?.role ?? 'follower',
       leader_id: leader?.nodeId ?? null,
@@ -169,9 +174,10 @@ export class ClusterNode implements AdminRuntime {
       chains: this.chains.map((c) =>
         chainStatus(
           c.config,
-          this.replicatedHrs(c),
+          c.address,
+          this.replicatedState(c),
           c.validators,
-          this.decisions.lastSignedAt(c.config.id),
+          this.decisions,
           c.guard.alarm(),
         ),
       ),
@@ -285,8 +291,20 @@ export class ClusterNode implements AdminRuntime {
         onRecordFailure: this.decisions.recordFailure(chain.id),
         onAlarm: this.decisions.stateAlarm(chain.id),
       });
-      this.chains.push({ config: chain, guard, validators: [] });
+      this.chains.push({ config: chain, guard, address: keyAddress(signers[i]!.pubKey), validators: [] });
     }
+    const chainsById = new Map(this.chains.map((c) => [c.config.id, c]));
+    this.metrics.declareNode(
+      { nodeId: config.node.id, mode: 'cluster', chains: config.chains },
+      {
+        chainState: (id) => {
+          const c = chainsById.get(id);
+          return c === undefined ? undefined : this.replicatedState(c);
+        },
+        hsmUp: () => this.health.reachable,
+        etcdUp: () => this.view?.etcdHealthy ?? false,
+      },
+    );
 
     this.audit = await openAuditLog(config, this.log);
     this.decisions.audit = this.audit;
@@ -423,16 +441,17 @@ export class ClusterNode implements AdminRuntime {
   }
 
   /**
-   * The HRS /status reports for a chain: the replicated state every node watches, so that all
-   * nodes report the same; the leader's own guard when it is ahead (its watch event may lag).
+   * The state /status and the metrics report for a chain: the replicated state every node
+   * watches, so that all nodes report the same; the leader's own guard when it is ahead (its
+   * watch event may lag).
    */
-  private replicatedHrs(c: ChainRuntime): HRS | undefined {
-    let hrs: HRS | undefined = this.view?.replicated(c.config.id);
+  private replicatedState(c: ChainRuntime): SignState | undefined {
+    let state = this.view?.replicated(c.config.id);
     if (this.servesLocally()) {
       const own = c.guard.lastState();
-      if (own !== undefined && (hrs === undefined || compareHRS(own, hrs) > 0)) hrs = own;
+      if (own !== undefined && (state === undefined || compareHRS(own, state) > 0)) state = own;
     }
-    return hrs;
+    return state;
   }
 
   private async shutdown(): Promise<boolean> {

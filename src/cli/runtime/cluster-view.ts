@@ -11,9 +11,9 @@
  */
 import type { Etcd3, IKeyValue, Lease, Watcher } from 'etcd3';
 import type pino from 'pino';
-import type { HRS } from '../../cometbft/types.ts';
-import { compareHRS } from '../../cometbft/types.ts';
+import { compareHRS, type HRS } from '../../cometbft/types.ts';
 import { decodeSignState, etcdKeys } from '../../store/etcd.ts';
+import type { SignState } from '../../store/types.ts';
 
 /** One registered member. */
 export interface MemberInfo {
@@ -51,7 +51,7 @@ const membersPrefix = (prefix: string): string => `${prefix}members/`;
 export class ClusterView {
   readonly #opts: ClusterViewOptions;
   readonly #statePrefix: string;
-  readonly #states = new Map<string, HRS>();
+  readonly #states = new Map<string, SignState>();
   #members: MemberInfo[] = [];
   #leaderRevision: number | undefined;
   #healthy = false;
@@ -99,8 +99,8 @@ export class ClusterView {
     return this.#healthy;
   }
 
-  /** The highest replicated HRS seen for `chainId`. */
-  replicated(chainId: string): HRS | undefined {
+  /** The highest replicated state seen for `chainId` (do not modify it). */
+  replicated(chainId: string): SignState | undefined {
     return this.#states.get(chainId);
   }
 
@@ -217,7 +217,7 @@ export class ClusterView {
       this.#opts.onState?.(chainId, { height: s.height, round: s.round, step: s.step });
       const known = this.#states.get(chainId);
       if (known === undefined || compareHRS(s, known) > 0) {
-        this.#states.set(chainId, { height: s.height, round: s.round, step: s.step });
+        this.#states.set(chainId, s);
       }
     } catch {
       // an unreadable state is the leader's problem to report; the view keeps the last good one

@@ -7,11 +7,12 @@ import { mkdir, readFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type pino from 'pino';
 import { AuditLog } from '../../admin/audit.ts';
-import type { Metrics } from '../../admin/metrics.ts';
+import { doubleSignReason, type Metrics } from '../../admin/metrics.ts';
 import type { AdminRuntime } from '../../admin/runtime-view.ts';
 import { type AdminServer, startAdminServer } from '../../admin/server.ts';
 import type { ChainStatus, HsmStatus } from '../../admin/types.ts';
-import type { HRS } from '../../cometbft/types.ts';
+import { toHexUpper, validatorAddress } from '../../cometbft/keys.ts';
+import type { HRS, PubKey } from '../../cometbft/types.ts';
 import { readSecretFile } from '../../config/secrets.ts';
 import type { ChainSection, Config } from '../../config/types.ts';
 import type { StateAlarm } from '../../guard/chain-guard.ts';
@@ -36,12 +37,24 @@ export async function openAuditLog(config: Config, log: pino.Logger): Promise<Au
 
 const SIGNED_OUTCOMES = new Set<GuardDecision['outcome']>(['signed', 'resigned', 'timestamp_only']);
 
+/** What one node refused or failed to sign for one chain since it started (for /status). */
+export interface ChainCounts {
+  /** requests refused (a final RemoteSignerError) */
+  refused: number;
+  /** of those, refusals that prevented a double sign */
+  doubleSignRefused: number;
+  /** requests answered "try again" because something failed (store, HSM, verification) */
+  errors: number;
+}
+
 /**
  * Where every guard decision of a node goes: metrics, the audit log, the log (refusals and
- * retries at warn, the rest at debug), and the per-chain time of the last signature for /status.
+ * retries at warn, the rest at debug), and per chain the time of the last signature and the
+ * refusal and error counts for /status.
  */
 export class DecisionSink {
   readonly #lastSignedAt = new Map<string, Date>();
+  readonly #counts = new Map<string, ChainCounts>();
   /** set once the audit log is open; decisions before that only reach metrics and the log */
   audit: AuditLog | undefined;
 
@@ -55,9 +68,15 @@ export class DecisionSink {
     return this.#lastSignedAt.get(chainId);
   }
 
+  /** What this node refused or failed to sign for `chainId` since it started. */
+  counts(chainId: string): ChainCounts {
+    return { ...(this.#counts.get(chainId) ?? { refused: 0, doubleSignRefused: 0, errors: 0 }) };
+  }
+
   /** The `onDecision` callback of every ChainGuard of the node. */
   readonly record = (d: GuardDecision): void => {
     if (SIGNED_OUTCOMES.has(d.outcome)) this.#lastSignedAt.set(d.chainId, new Date());
+    if (d.outcome === 'refused' || d.outcome === 'retry') this.#count(d);
     this.metrics.observeDecision(d);
     this.audit?.record(d);
     if (d.outcome === 'refused' || d.outcome === 'retry') {
@@ -85,6 +104,19 @@ export class DecisionSink {
         );
       }
     };
+  }
+
+  #count(d: GuardDecision): void {
+    let c = this.#counts.get(d.chainId);
+    if (c === undefined) {
+      c = { refused: 0, doubleSignRefused: 0, errors: 0 };
+      this.#counts.set(d.chainId, c);
+    }
+    if (d.outcome === 'retry') c.errors++;
+    else {
+      c.refused++;
+      if (doubleSignReason(d) !== undefined) c.doubleSignRefused++;
+    }
   }
 
   /** The `onRecordFailure` callback of the guard of `chainId`. */
@@ -185,33 +217,43 @@ export function createDialers(
       handler,
       logger: log.child({ chainId: chain.id }),
     });
-    metrics.validatorLink(chain.id, v.addr, false);
     dialer.on('connect', () => {
-      metrics.validatorLink(chain.id, v.addr, true);
+      metrics.validatorConnected(chain.id, v.addr, true);
       if (dialer.status.connects > 1) metrics.validatorReconnect(chain.id, v.addr);
     });
-    dialer.on('disconnect', () => metrics.validatorLink(chain.id, v.addr, false));
+    dialer.on('disconnect', () => metrics.validatorConnected(chain.id, v.addr, false));
     return { addr: v.addr, dialer };
   });
+}
+
+/** The consensus address of a key as CometBFT prints it (upper-case hex). */
+export function keyAddress(pubKey: PubKey): string {
+  return toHexUpper(validatorAddress(pubKey));
 }
 
 /** The `chains[]` entry of /status for one chain at `hrs` (0/0/0 while it has no state). */
 export function chainStatus(
   chain: ChainSection,
+  address: string,
   hrs: HRS | undefined,
   validators: readonly ValidatorLink[],
-  lastSignedAt: Date | undefined,
+  decisions: DecisionSink,
   alarm: StateAlarm | undefined,
 ): ChainStatus {
+  const counts = decisions.counts(chain.id);
   return {
     chain_id: chain.id,
     key_type: chain.key_type,
     protocol: chain.protocol,
+    address,
     height: Number(hrs?.height ?? 0n),
     round: hrs?.round ?? 0,
     step: hrs?.step ?? 0,
-    last_signed_at: lastSignedAt?.toISOString() ?? null,
+    last_signed_at: decisions.lastSignedAt(chain.id)?.toISOString() ?? null,
     state_alarm: alarm === undefined ? null : { code: alarm.code, reason: alarm.reason },
+    refused: counts.refused,
+    double_sign_refused: counts.doubleSignRefused,
+    errors: counts.errors,
     validators: validators.map(({ addr, dialer }) => {
       const st = dialer.status;
       return {

@@ -27,11 +27,13 @@ import { loadProfile } from '../../pkcs11/profiles.ts';
 import { loadIdentity } from '../../privval/identity.ts';
 import { FileSignStateStore } from '../../store/file.ts';
 import type { SignStateStore } from '../../store/types.ts';
+import { VERSION } from '../../version.ts';
 import {
   chainStatus,
   createDialers,
   DecisionSink,
   hsmStatus,
+  keyAddress,
   type NodeAdmin,
   openAuditLog,
   ShutdownSteps,
@@ -53,6 +55,8 @@ export interface SingleNodeOptions {
 interface ChainRuntime {
   config: ChainSection;
   guard: ChainGuard;
+  /** the key's consensus address (upper-case hex) */
+  address: string;
   /** one per [[chain.validator]], in config order */
   validators: ValidatorLink[];
 }
@@ -108,6 +112,7 @@ export class SingleNode implements AdminRuntime {
   status(): NodeStatus {
     return {
       node_id: this.config.node.id,
+      version: VERSION,
       mode: 'single',
       role: 'leader',
       leader_id: this.config.node.id,
@@ -115,13 +120,7 @@ export class SingleNode implements AdminRuntime {
       uptime_s: Math.floor((Date.now() - this.startedAt) / 1000),
       hsm: hsmStatus(this.config, this.health, this.hsm),
       chains: this.chains.map((c) =>
-        chainStatus(
-          c.config,
-          c.guard.lastState(),
-          c.validators,
-          this.decisions.lastSignedAt(c.config.id),
-          c.guard.alarm(),
-        ),
+        chainStatus(c.config, c.address, c.guard.lastState(), c.validators, this.decisions, c.guard.alarm()),
       ),
     };
   }
@@ -185,8 +184,13 @@ export class SingleNode implements AdminRuntime {
         onAlarm: this.decisions.stateAlarm(chain.id),
       });
       await guard.init();
-      this.chains.push({ config: chain, guard, validators: [] });
+      this.chains.push({ config: chain, guard, address: keyAddress(signers[i]!.pubKey), validators: [] });
     }
+    const guards = new Map(this.chains.map((c) => [c.config.id, c.guard]));
+    this.metrics.declareNode(
+      { nodeId: config.node.id, mode: 'single', chains: config.chains },
+      { chainState: (id) => guards.get(id)?.lastState(), hsmUp: () => this.health.reachable },
+    );
 
     this.audit = await openAuditLog(config, this.log);
     this.decisions.audit = this.audit;

@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type { AdminServer } from '../../../src/admin/server.ts';
 import { freeLoopbackPort } from '../../../src/cluster/etcd-launcher.ts';
+import { VERSION } from '../../../src/version.ts';
 import { FakeRuntime, startTestAdminServer } from '../../unit/admin/fake-runtime.ts';
 
 const REPO = join(import.meta.dirname, '../../..');
@@ -88,11 +89,13 @@ describe('cometkms status', () => {
   test('--admin + --token-file prints the table', async () => {
     const r = ok(await cometkms('status', '--admin', url, '--token-file', tokenFile));
     assert.match(r.stdout, /^node: +kms-1$/m);
+    assert.match(r.stdout, new RegExp(`^version: +${VERSION.replaceAll('.', '\\.')}$`, 'm'));
     assert.match(r.stdout, /^role: +leader$/m);
     assert.match(r.stdout, /^leader: +kms-1$/m);
     assert.match(r.stdout, /^term: +42$/m);
-    assert.match(r.stdout, /^chain-a +100\/0\/3 +2025-01-01T00:00:00\.000Z +1\/2$/m);
-    assert.match(r.stdout, /^chain-b +7\/1\/2 +never +1\/1$/m);
+    assert.match(r.stdout, /^CHAIN +HEIGHT\/ROUND\/STEP +LAST SIGNED +REFUSED +ERRORS +VALIDATORS UP$/m);
+    assert.match(r.stdout, /^chain-a +100\/0\/3 +2025-01-01T00:00:00\.000Z +3 \(1 double-sign\) +2 +1\/2$/m);
+    assert.match(r.stdout, /^chain-b +7\/1\/2 +never +0 +0 +1\/1$/m);
   });
 
   test('--config takes admin.listen (0.0.0.0 → loopback) and admin.token_file; --json is the raw /status', async () => {

@@ -45,8 +45,16 @@ function shared(c: Config): unknown {
   return { ...rest, home: node.home, cluster: cl };
 }
 
-/** Checks one cluster's configs: distinct ids and advertise addresses, TLS on, all else equal. */
-function checkCluster(configs: Config[], ids: string[], advertise: string[]): void {
+/**
+ * Checks one cluster's configs: distinct ids and advertise addresses, TLS on, all else equal.
+ * The admin API is on loopback, except where a NetworkPolicy guards it (`adminListen`).
+ */
+function checkCluster(
+  configs: Config[],
+  ids: string[],
+  advertise: string[],
+  adminListen: RegExp = /^127\.0\.0\.1:/,
+): void {
   assert.deepEqual(
     configs.map((c) => c.node.id),
     ids,
@@ -61,7 +69,7 @@ function checkCluster(configs: Config[], ids: string[], advertise: string[]): vo
     assert.ok(cl.tls_ca_file && cl.tls_cert_file && cl.tls_key_file, `${c.path}: TLS files`);
     assert.equal(cl.lease_ttl_s, 1);
     assert.ok(c.hsm.pin_file && c.admin.token_file, `${c.path}: secrets come from files`);
-    assert.match(c.admin.listen, /^127\.0\.0\.1:/, `${c.path}: admin API on loopback`);
+    assert.match(c.admin.listen, adminListen, `${c.path}: admin API address`);
     assert.deepEqual(shared(c), shared(configs[0]!), `${c.path} differs from ${configs[0]!.path}`);
   }
 }
@@ -115,10 +123,13 @@ describe('container and Kubernetes configs', () => {
     assert.deepEqual([...files.keys()], ['cometkms-0.toml', 'cometkms-1.toml', 'cometkms-2.toml']);
     const configs = [...files].map(([name, text]) => parseConfig(text, `/etc/cometkms/config/${name}`, {}));
     const pods = ['cometkms-0', 'cometkms-1', 'cometkms-2'];
+    // On the pod IP for Prometheus; the manifest's NetworkPolicy admits only the monitoring
+    // namespace to it (test/integration/deploy/k8s.test.ts).
     checkCluster(
       configs,
       pods,
       pods.map((p) => `${p}.cometkms.cometkms.svc:26790`),
+      /^0\.0\.0\.0:26780$/,
     );
     configs.forEach((c, i) => {
       assert.equal(c.cluster!.tls_cert_file, `/etc/cometkms/tls/cometkms-${i}.pem`);

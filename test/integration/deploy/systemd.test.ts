@@ -1,18 +1,24 @@
 /**
- * deploy/systemd: both units pass `systemd-analyze verify`, and the etcd unit's exact ExecStart
- * flags run a real etcd member (with certificates from make-certs.sh) that serves CometKMS's
- * etcd client over mutual TLS, refuses a client of another CA, and honours a 1 s lease TTL.
+ * deploy/systemd: both units (and the cluster drop-in) pass `systemd-analyze verify`; the etcd
+ * unit's exact ExecStart flags run a real etcd member (with certificates from make-certs.sh) that
+ * serves CometKMS's etcd client over mutual TLS, refuses a client of another CA, and honours a
+ * 1 s lease TTL; and cometkms.service's credentials work: a real node started with the unit's
+ * ExecStart on a credentials directory laid out as systemd lays it out (every LoadCredential=,
+ * mode 0400) reads its config and every secret from there.
  */
 import assert from 'node:assert/strict';
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { copyFile, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { chmod, copyFile, cp, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type { Etcd3 } from 'etcd3';
 import { createEtcdClient } from '../../../src/cluster/etcd-client.ts';
 import { freeLoopbackPort } from '../../../src/cluster/etcd-launcher.ts';
+import { parseConfig } from '../../../src/config/load.ts';
+import { adminGet, generateKeys, KmsHome, KmsProcess } from '../../helpers/kms-process.ts';
+import { createSoftHsmToken, type SoftHsmToken } from '../../helpers/softhsm.ts';
 
 const DEPLOY = join(import.meta.dirname, '../../../deploy');
 const UNITS = join(DEPLOY, 'systemd');
@@ -32,6 +38,18 @@ function run(cmd: string, args: string[]): Promise<Run> {
       resolve({ code, stdout, stderr });
     });
   });
+}
+
+/** Every `LoadCredential=ID:PATH` of a unit file, as [ID, PATH]. */
+function credentials(unit: string): Array<[string, string]> {
+  return unit
+    .split('\n')
+    .filter((l) => l.startsWith('LoadCredential='))
+    .map((l) => {
+      const [id, path] = l.slice('LoadCredential='.length).split(':');
+      assert.ok(id && path, l);
+      return [id, path];
+    });
 }
 
 /** The arguments of a unit's ExecStart= (continuation lines joined; the units use no quoting). */
@@ -65,12 +83,14 @@ describe('systemd units', () => {
     const units = join(dir, 'units');
     await run('mkdir', ['-p', units]);
     const kms = await readFile(join(UNITS, 'cometkms.service'), 'utf8');
-    assert.ok(kms.includes('ExecStart=/usr/local/bin/cometkms start --config /etc/cometkms/config.toml'));
+    assert.ok(kms.includes('ExecStart=/usr/local/bin/cometkms start --config %d/config.toml'));
     await writeFile(
       join(units, 'cometkms.service'),
       kms.replace('ExecStart=/usr/local/bin/cometkms ', `ExecStart=${process.execPath} `),
     );
     await copyFile(join(UNITS, 'etcd-cometkms.service'), join(units, 'etcd-cometkms.service'));
+    // The cluster drop-in next to it: verify reads it as part of the unit.
+    await cp(join(UNITS, 'cometkms.service.d'), join(units, 'cometkms.service.d'), { recursive: true });
     const r = await run('systemd-analyze', [
       'verify',
       join(units, 'cometkms.service'),
@@ -85,7 +105,10 @@ describe('systemd units', () => {
     for (const line of [
       'User=cometkms',
       'ProtectSystem=strict',
-      'ReadWritePaths=/var/lib/cometkms',
+      'StateDirectory=cometkms',
+      'StateDirectoryMode=0700',
+      'ConfigurationDirectory=cometkms',
+      'ProtectProc=invisible',
       'NoNewPrivileges=yes',
       'PrivateTmp=yes',
       'ProtectHome=yes',
@@ -99,7 +122,126 @@ describe('systemd units', () => {
     ]) {
       assert.ok(unit.split('\n').includes(line), `missing line: ${line}`);
     }
-    assert.deepEqual(execStart(unit).slice(1), ['start', '--config', '/etc/cometkms/config.toml']);
+    // The config comes from the credentials directory (%d), so that its relative secret paths
+    // resolve there; nothing else is writable than the state directory.
+    assert.deepEqual(execStart(unit).slice(1), ['start', '--config', '%d/config.toml']);
+    assert.doesNotMatch(unit, /^ReadWritePaths=/m);
+  });
+
+  test("etcd-cometkms.service stops Debian's etcd.service, which takes 127.0.0.1:2379 too", async () => {
+    const unit = await readFile(join(UNITS, 'etcd-cometkms.service'), 'utf8');
+    assert.ok(unit.split('\n').includes('Conflicts=etcd.service'));
+    const listen = execStart(unit).find((a) => a.startsWith('--listen-client-urls='));
+    assert.match(listen ?? '', /https:\/\/127\.0\.0\.1:2379/);
+  });
+});
+
+describe('cometkms.service credentials', () => {
+  let token: SoftHsmToken;
+  let home: KmsHome;
+
+  before(async () => {
+    token = await createSoftHsmToken();
+    await generateKeys(token, [{ label: 'cosmoshub-validator', type: 'ed25519' }]);
+  });
+  after(async () => {
+    await home?.cleanup();
+    await token?.cleanup();
+  });
+
+  test('every secret of the example configs resolves to a credential of the unit', async () => {
+    const creds = '/run/credentials/cometkms.service';
+    const single = credentials(await readFile(join(UNITS, 'cometkms.service'), 'utf8'));
+    const cluster = [
+      ...single,
+      ...credentials(await readFile(join(UNITS, 'cometkms.service.d/cluster.conf'), 'utf8')),
+    ];
+    for (const [file, ids] of [
+      ['single-node.toml', single],
+      ['kms-1.toml', cluster],
+    ] as const) {
+      const text = await readFile(join(DEPLOY, 'config', file), 'utf8');
+      const byId = new Map(ids);
+      assert.equal(byId.get('config.toml'), '/etc/cometkms/config.toml', 'the config is a credential');
+      // Read from the credentials directory (the service) and from /etc/cometkms (an operator).
+      for (const [dirName, expected] of [
+        [creds, (id: string) => join(creds, id)],
+        ['/etc/cometkms', (id: string) => byId.get(id)],
+      ] as const) {
+        const c = parseConfig(text, join(dirName, 'config.toml'), {});
+        const secrets = [c.hsm.pin_file, c.admin.token_file, c.cluster?.tls_key_file].filter(
+          (p) => p !== undefined,
+        );
+        assert.equal(secrets.length, c.cluster ? 3 : 2);
+        for (const path of secrets) {
+          const id = path.slice(path.lastIndexOf('/') + 1);
+          assert.ok(byId.has(id), `${file}: ${path} is no LoadCredential= of the unit`);
+          assert.equal(path, expected(id), `${file}: ${path}`);
+        }
+        // The CA and certificate are public: read in place, not credentials.
+        for (const pub of [c.cluster?.tls_ca_file, c.cluster?.tls_cert_file]) {
+          if (pub !== undefined) assert.match(pub, /^\/etc\/cometkms\/tls\//);
+        }
+      }
+    }
+  });
+
+  test('a real node runs from a credentials directory laid out as systemd does', {
+    timeout: 60_000,
+  }, async () => {
+    const unit = await readFile(join(UNITS, 'cometkms.service'), 'utf8');
+    home = await KmsHome.create({ token, chains: [] });
+    // deploy/config/single-node.toml with only the host-specific values changed: its secret
+    // paths stay as shipped.
+    const example = await readFile(join(DEPLOY, 'config/single-node.toml'), 'utf8');
+    // Validator endpoints where nothing listens: the node keeps dialing them.
+    const ports = [await freeLoopbackPort(), await freeLoopbackPort()];
+    const config = example
+      .replace('home = "/var/lib/cometkms"', `home = ${JSON.stringify(home.home)}`)
+      .replace(/^module = .*$/m, `module = ${JSON.stringify(token.modulePath)}`)
+      .replace('profile = "yubihsm2"', 'profile = "softhsm2"')
+      .replace('token_label = "cometkms"', `token_label = ${JSON.stringify(token.label)}`)
+      .replace('listen = "127.0.0.1:26780"', 'listen = "127.0.0.1:0"')
+      .replace(/^addr = .*$/gm, () => `addr = "tcp://127.0.0.1:${ports.shift()}"`);
+    assert.match(config, /^pin_file = "hsm\.pin"$/m);
+    assert.match(config, /^token_file = "admin\.token"$/m);
+    // The sources the unit names, here in a stand-in for /etc/cometkms.
+    const etc = join(dir, 'etc-cometkms');
+    await mkdir(etc, { recursive: true });
+    const sources = new Map([
+      ['/etc/cometkms/config.toml', config],
+      ['/etc/cometkms/hsm.pin', `${token.pin}\n`],
+      ['/etc/cometkms/admin.token', `${home.adminToken}\n`],
+    ]);
+    // What systemd makes of LoadCredential=: one file per ID, mode 0400, in a 0500 directory.
+    const credsDir = join(dir, 'credentials');
+    await mkdir(credsDir, { recursive: true });
+    for (const [id, path] of credentials(unit)) {
+      const content = sources.get(path);
+      assert.ok(content !== undefined, `LoadCredential=${id}:${path} has no source in this test`);
+      await writeFile(join(credsDir, id), content, { mode: 0o400 });
+    }
+    await chmod(credsDir, 0o500);
+    // The operator's one-time step for a new validator, with the same config.
+    const init = KmsProcess.spawn(
+      ['state', 'init', '--config', join(credsDir, 'config.toml'), '--chain', 'cosmoshub-4'],
+      home.env(),
+    );
+    assert.equal((await init.waitExit(30_000)).code, 0, init.stderr);
+    const args = execStart(unit)
+      .slice(1)
+      .map((a) => a.replace('%d', credsDir));
+    const kms = KmsProcess.spawn(args, home.env({ CREDENTIALS_DIRECTORY: credsDir }));
+    try {
+      const adminUrl = await kms.waitReady();
+      const { status, body } = await adminGet(adminUrl, '/status', home.adminToken);
+      assert.equal(status, 200, JSON.stringify(body));
+      assert.equal((body as { node_id: string }).node_id, 'kms-single');
+    } finally {
+      kms.kill('SIGTERM');
+      await kms.waitExit(15_000);
+      await chmod(credsDir, 0o700);
+    }
   });
 });
 

@@ -7,6 +7,7 @@ import { afterEach, beforeEach, describe, test } from 'node:test';
 import { parseHostPort } from '../../../src/admin/address.ts';
 import { resolveAdminTarget } from '../../../src/admin/client.ts';
 import { formatStatus } from '../../../src/admin/status-format.ts';
+import { VERSION } from '../../../src/version.ts';
 import { sampleStatus } from './fake-runtime.ts';
 
 let dir: string;
@@ -97,16 +98,17 @@ describe('parseHostPort', () => {
 });
 
 describe('formatStatus', () => {
-  test('node facts, then one row per chain with HRS, last signed and validators up/total', () => {
+  test('node facts, then one row per chain with HRS, last signed, refusals, errors and validators up/total', () => {
     const text = formatStatus(sampleStatus());
     assert.match(text, /^node: +kms-1$/m);
+    assert.match(text, new RegExp(`^version: +${VERSION.replaceAll('.', '\\.')}$`, 'm'));
     assert.match(text, /^mode: +cluster$/m);
     assert.match(text, /^role: +leader$/m);
     assert.match(text, /^leader: +kms-1$/m);
     assert.match(text, /^term: +42$/m);
     assert.match(text, /^members: +kms-1\*, kms-2$/m);
-    assert.match(text, /^CHAIN +HEIGHT\/ROUND\/STEP +LAST SIGNED +VALIDATORS UP$/m);
-    assert.match(text, /^chain-a +100\/0\/3 +2025-01-01T00:00:00\.000Z +1\/2$/m);
-    assert.match(text, /^chain-b +7\/1\/2 +never +1\/1$/m);
+    assert.match(text, /^CHAIN +HEIGHT\/ROUND\/STEP +LAST SIGNED +REFUSED +ERRORS +VALIDATORS UP$/m);
+    assert.match(text, /^chain-a +100\/0\/3 +2025-01-01T00:00:00\.000Z +3 \(1 double-sign\) +2 +1\/2$/m);
+    assert.match(text, /^chain-b +7\/1\/2 +never +0 +0 +1\/1$/m);
   });
 });

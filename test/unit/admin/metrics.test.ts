@@ -1,8 +1,24 @@
-/** The node metrics: each reporting method moves its series, on a registry of its own. */
+/**
+ * The node metrics: each reporting method moves its series, every labelled series of a declared
+ * node exists at 0 from the start, and the last signed HRS and time are read from the node's
+ * state at scrape time (so they are right before any new signature).
+ */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { decisionTypeLabel, doubleSignReason, Metrics } from '../../../src/admin/metrics.ts';
+import {
+  decisionTypeLabel,
+  doubleSignReason,
+  ETCD_OPS,
+  FORWARD_RESULTS,
+  Metrics,
+  type NodeMetricsView,
+  signedAtSeconds,
+} from '../../../src/admin/metrics.ts';
+import { proposalSignBytes, voteSignBytes } from '../../../src/cometbft/signbytes.ts';
 import type { GuardDecision } from '../../../src/guard/decision.ts';
+import { freshSignState, type SignState } from '../../../src/store/types.ts';
+import { VERSION } from '../../../src/version.ts';
+import { proposal, ts, vote } from '../../helpers/guard-fixtures.ts';
 
 /** The value of one series in the Prometheus text, or undefined when absent. */
 async function value(m: Metrics, series: string): Promise<number | undefined> {
@@ -11,6 +27,12 @@ async function value(m: Metrics, series: string): Promise<number | undefined> {
     if (line.startsWith(`${series} `)) return Number(line.slice(series.length + 1));
   }
   return undefined;
+}
+
+/** Every sample line of `name` (exact metric name, any labels). */
+async function samples(m: Metrics, name: string): Promise<string[]> {
+  const text = await m.registry.metrics();
+  return text.split('\n').filter((l) => l.startsWith(`${name}{`) || l.startsWith(`${name} `));
 }
 
 const prevote = (over: Partial<GuardDecision> = {}): GuardDecision => ({
@@ -26,8 +48,38 @@ const prevote = (over: Partial<GuardDecision> = {}): GuardDecision => ({
   ...over,
 });
 
+/** A state reserved for `v` at its HRS (a prevote: step 2). */
+const voteState = (v = vote(), step = 2): SignState => ({
+  ...freshSignState(),
+  height: v.height,
+  round: v.round,
+  step,
+  signBytes: voteSignBytes('c1', v),
+});
+
+/** A scriptable view of a node: tests change `states` and `hsm` between scrapes. */
+class FakeView implements NodeMetricsView {
+  states = new Map<string, SignState>();
+  hsm = true;
+  etcd = true;
+  chainState(chainId: string): SignState | undefined {
+    return this.states.get(chainId);
+  }
+  hsmUp(): boolean {
+    return this.hsm;
+  }
+  etcdUp(): boolean {
+    return this.etcd;
+  }
+}
+
+const TWO_CHAINS = [
+  { id: 'c1', validators: [{ addr: 'tcp://127.0.0.1:1' }, { addr: 'unix:///tmp/pv.sock' }] },
+  { id: 'c2', validators: [{ addr: 'tcp://127.0.0.1:2' }] },
+];
+
 describe('Metrics', () => {
-  test('observeDecision counts by chain/type/outcome and records the last signed HRS', async () => {
+  test('observeDecision counts by chain/type/outcome and measures the signing paths', async () => {
     const m = new Metrics({ processMetrics: false });
     m.observeDecision(prevote());
     m.observeDecision(prevote({ type: 2, step: 3, latencyMs: 4 }));
@@ -43,53 +95,131 @@ describe('Metrics', () => {
       latencyMs: 2,
     });
     m.observeDecision({ chainId: 'c1', kind: 'pubkey', outcome: 'served', latencyMs: 0.1 });
-    assert.equal(
-      await value(m, 'cometkms_sign_requests_total{chain="c1",type="prevote",outcome="signed"}'),
-      1,
-    );
-    assert.equal(
-      await value(m, 'cometkms_sign_requests_total{chain="c1",type="precommit",outcome="signed"}'),
-      1,
-    );
-    assert.equal(
-      await value(m, 'cometkms_sign_requests_total{chain="c1",type="prevote",outcome="retry"}'),
-      1,
-    );
-    assert.equal(
-      await value(m, 'cometkms_sign_requests_total{chain="c1",type="proposal",outcome="signed"}'),
-      1,
-    );
-    assert.equal(
-      await value(m, 'cometkms_sign_requests_total{chain="c1",type="pubkey",outcome="served"}'),
-      1,
-    );
-    // The retry at height 11 returned no signature: the last signed HRS is the proposal's.
-    assert.equal(await value(m, 'cometkms_last_signed_height{chain="c1"}'), 11);
-    assert.equal(await value(m, 'cometkms_last_signed_round{chain="c1"}'), 0);
-    assert.equal(await value(m, 'cometkms_last_signed_step{chain="c1"}'), 1);
+    const req = (type: string, outcome: string) =>
+      `cometkms_sign_requests_total{chain_id="c1",type="${type}",outcome="${outcome}"}`;
+    assert.equal(await value(m, req('prevote', 'signed')), 1);
+    assert.equal(await value(m, req('precommit', 'signed')), 1);
+    assert.equal(await value(m, req('prevote', 'retry')), 1);
+    assert.equal(await value(m, req('proposal', 'signed')), 1);
+    assert.equal(await value(m, req('pubkey', 'served')), 1);
     // Latency: only the three requests answered with a signature; the HSM part whenever called.
-    assert.equal(await value(m, 'cometkms_sign_duration_seconds_count{chain="c1"}'), 3);
-    const sum = await value(m, 'cometkms_sign_duration_seconds_sum{chain="c1"}');
+    assert.equal(await value(m, 'cometkms_sign_duration_seconds_count{chain_id="c1"}'), 3);
+    const sum = await value(m, 'cometkms_sign_duration_seconds_sum{chain_id="c1"}');
     assert.ok(sum !== undefined && Math.abs(sum - 0.009) < 1e-12, `sum ${sum}`);
-    assert.equal(await value(m, 'cometkms_sign_duration_seconds_bucket{le="0.0025",chain="c1"}'), 1);
-    assert.equal(await value(m, 'cometkms_hsm_sign_duration_seconds_count{chain="c1"}'), 3);
-    assert.equal(await value(m, 'cometkms_hsm_sign_duration_seconds_bucket{le="0.00025",chain="c1"}'), 3);
+    assert.equal(await value(m, 'cometkms_sign_duration_seconds_bucket{le="0.0025",chain_id="c1"}'), 1);
+    assert.equal(await value(m, 'cometkms_hsm_sign_duration_seconds_count{chain_id="c1"}'), 3);
+    assert.equal(await value(m, 'cometkms_hsm_sign_duration_seconds_bucket{le="0.00025",chain_id="c1"}'), 3);
   });
 
-  test('seconds since the last prevote/precommit is computed at scrape time', async () => {
+  test('a declared single node exports every labelled series of every chain at 0, and no cluster series', async () => {
     const m = new Metrics({ processMetrics: false });
-    assert.equal(await value(m, 'cometkms_seconds_since_last_vote{chain="c1",type="prevote"}'), undefined);
-    m.observeDecision(prevote());
-    const first = await value(m, 'cometkms_seconds_since_last_vote{chain="c1",type="prevote"}');
-    assert.ok(first !== undefined && first >= 0);
-    assert.equal(await value(m, 'cometkms_seconds_since_last_vote{chain="c1",type="precommit"}'), undefined);
-    // Grows between scrapes with no event in between (scrape until the clock has visibly moved).
-    let second: number | undefined = first;
-    const deadline = Date.now() + 2000;
-    while (second === first && Date.now() < deadline) {
-      second = await value(m, 'cometkms_seconds_since_last_vote{chain="c1",type="prevote"}');
+    m.declareNode({ nodeId: 'kms-a', mode: 'single', chains: TWO_CHAINS }, new FakeView());
+    assert.equal(
+      await value(m, `cometkms_build_info{version="${VERSION}",node_id="kms-a",mode="single"}`),
+      1,
+    );
+    for (const chain of ['c1', 'c2']) {
+      const req = (type: string, outcome: string) =>
+        `cometkms_sign_requests_total{chain_id="${chain}",type="${type}",outcome="${outcome}"}`;
+      for (const type of ['prevote', 'precommit', 'proposal']) {
+        for (const outcome of ['signed', 'resigned', 'timestamp_only', 'refused', 'retry']) {
+          assert.equal(await value(m, req(type, outcome)), 0, `${chain} ${type} ${outcome}`);
+        }
+      }
+      for (const outcome of ['served', 'refused', 'retry'])
+        assert.equal(await value(m, req('pubkey', outcome)), 0);
+      assert.equal(await value(m, req('sign_bytes', 'refused')), 0);
+      for (const reason of ['height_regression', 'round_regression', 'step_regression', 'conflicting_data']) {
+        assert.equal(
+          await value(m, `cometkms_double_sign_refused_total{chain_id="${chain}",reason="${reason}"}`),
+          0,
+        );
+      }
+      assert.equal(await value(m, `cometkms_state_alarm{chain_id="${chain}"}`), 0);
+      assert.equal(await value(m, `cometkms_sign_duration_seconds_count{chain_id="${chain}"}`), 0);
+      assert.equal(await value(m, `cometkms_hsm_sign_duration_seconds_count{chain_id="${chain}"}`), 0);
     }
-    assert.ok(second !== undefined && second > first, `${second} > ${first}`);
+    for (const [chain, addr] of [
+      ['c1', 'tcp://127.0.0.1:1'],
+      ['c1', 'unix:///tmp/pv.sock'],
+      ['c2', 'tcp://127.0.0.1:2'],
+    ]) {
+      assert.equal(await value(m, `cometkms_validator_connected{chain_id="${chain}",addr="${addr}"}`), 0);
+      assert.equal(
+        await value(m, `cometkms_validator_reconnects_total{chain_id="${chain}",addr="${addr}"}`),
+        0,
+      );
+    }
+    assert.equal(await value(m, 'cometkms_hsm_errors_total'), 0);
+    assert.deepEqual(await samples(m, 'cometkms_forwards_total'), []);
+    assert.deepEqual(await samples(m, 'cometkms_etcd_call_failures_total'), []);
+    assert.deepEqual(await samples(m, 'cometkms_etcd_up'), [], 'a single node has no etcd to be down');
+    assert.throws(() => m.declareNode({ nodeId: 'x', mode: 'single', chains: [] }, new FakeView()));
+  });
+
+  test('a declared cluster node also exports every forwarding result and etcd operation at 0, and etcd_up', async () => {
+    const m = new Metrics({ processMetrics: false });
+    const view = new FakeView();
+    m.declareNode({ nodeId: 'kms-b', mode: 'cluster', chains: TWO_CHAINS }, view);
+    assert.equal(
+      await value(m, `cometkms_build_info{version="${VERSION}",node_id="kms-b",mode="cluster"}`),
+      1,
+    );
+    for (const result of FORWARD_RESULTS) {
+      assert.equal(await value(m, `cometkms_forwards_total{result="${result}"}`), 0, result);
+    }
+    for (const op of ETCD_OPS) {
+      assert.equal(await value(m, `cometkms_etcd_call_failures_total{op="${op}"}`), 0, op);
+      assert.equal(await value(m, `cometkms_etcd_call_duration_seconds_count{op="${op}"}`), 0, op);
+    }
+    assert.equal(await value(m, 'cometkms_etcd_up'), 1);
+    view.etcd = false;
+    assert.equal(await value(m, 'cometkms_etcd_up'), 0);
+  });
+
+  test('the last signed HRS and time are read from the node at scrape time', async () => {
+    const m = new Metrics({ processMetrics: false });
+    const view = new FakeView();
+    m.declareNode({ nodeId: 'kms-a', mode: 'single', chains: TWO_CHAINS }, view);
+    // c1 has a stored state before anything was signed in this process; c2 none known yet.
+    view.states.set('c1', voteState(vote({ height: 41n, round: 1, timestamp: ts(1500) }), 3));
+    assert.equal(await value(m, 'cometkms_last_signed_height{chain_id="c1"}'), 41);
+    assert.equal(await value(m, 'cometkms_last_signed_round{chain_id="c1"}'), 1);
+    assert.equal(await value(m, 'cometkms_last_signed_step{chain_id="c1"}'), 3);
+    assert.equal(await value(m, 'cometkms_last_signed_timestamp_seconds{chain_id="c1"}'), 1_704_067_201.5);
+    assert.equal(await value(m, 'cometkms_last_signed_height{chain_id="c2"}'), undefined);
+    // The state moves on (a proposal at the next height): the next scrape shows it.
+    view.states.set('c1', {
+      ...freshSignState(),
+      height: 42n,
+      round: 0,
+      step: 1,
+      signBytes: proposalSignBytes('c1', proposal({ height: 42n, timestamp: ts(4000) })),
+    });
+    // A state created by `state init` (no sign bytes): an HRS but no time.
+    view.states.set('c2', { ...freshSignState(), height: 7n });
+    assert.equal(await value(m, 'cometkms_last_signed_height{chain_id="c1"}'), 42);
+    assert.equal(await value(m, 'cometkms_last_signed_step{chain_id="c1"}'), 1);
+    assert.equal(await value(m, 'cometkms_last_signed_timestamp_seconds{chain_id="c1"}'), 1_704_067_204);
+    assert.equal(await value(m, 'cometkms_last_signed_height{chain_id="c2"}'), 7);
+    assert.equal(await value(m, 'cometkms_last_signed_timestamp_seconds{chain_id="c2"}'), undefined);
+    // A state no longer known (a cluster node that lost etcd and restarted) drops its series.
+    view.states.delete('c1');
+    assert.equal(await value(m, 'cometkms_last_signed_height{chain_id="c1"}'), undefined);
+  });
+
+  test('hsm_up follows the view; the state alarm is set per chain', async () => {
+    const m = new Metrics({ processMetrics: false });
+    const view = new FakeView();
+    m.declareNode({ nodeId: 'kms-a', mode: 'single', chains: TWO_CHAINS }, view);
+    assert.equal(await value(m, 'cometkms_hsm_up'), 1);
+    view.hsm = false;
+    assert.equal(await value(m, 'cometkms_hsm_up'), 0);
+    m.stateAlarm('c2', true);
+    assert.equal(await value(m, 'cometkms_state_alarm{chain_id="c2"}'), 1);
+    assert.equal(await value(m, 'cometkms_state_alarm{chain_id="c1"}'), 0);
+    m.stateAlarm('c2', false);
+    assert.equal(await value(m, 'cometkms_state_alarm{chain_id="c2"}'), 0);
   });
 
   test('refused double-sign attempts are counted by reason; other refusals are not', async () => {
@@ -103,17 +233,20 @@ describe('Metrics', () => {
     m.observeDecision(refused('conflicting_extension'));
     m.observeDecision(refused('chain_id_mismatch'));
     m.observeDecision(prevote({ outcome: 'retry', code: 'state_regression', reason: 'conflicting data' }));
-    const series = (r: string) => `cometkms_double_sign_refused_total{chain="c1",reason="${r}"}`;
+    const series = (r: string) => `cometkms_double_sign_refused_total{chain_id="c1",reason="${r}"}`;
     assert.equal(await value(m, series('height_regression')), 1);
     assert.equal(await value(m, series('round_regression')), 1);
     assert.equal(await value(m, series('step_regression')), 1);
     assert.equal(await value(m, series('conflicting_data')), 2);
     assert.equal(await value(m, series('conflicting_extension')), 1);
-    const text = await m.registry.metrics();
-    assert.equal(text.match(/^cometkms_double_sign_refused_total\{/gm)?.length, 5);
+    assert.equal((await samples(m, 'cometkms_double_sign_refused_total')).length, 5);
+    assert.equal(
+      await value(m, 'cometkms_sign_requests_total{chain_id="c1",type="prevote",outcome="refused"}'),
+      7,
+    );
   });
 
-  test('leader, links, forwards, HSM and etcd series', async () => {
+  test('leader, connections, forwards, HSM and etcd series', async () => {
     const m = new Metrics({ processMetrics: false });
     assert.equal(await value(m, 'cometkms_leader'), 0);
     m.setLeader(true);
@@ -121,14 +254,14 @@ describe('Metrics', () => {
     m.leaderChanged();
     assert.equal(await value(m, 'cometkms_leader'), 1);
     assert.equal(await value(m, 'cometkms_leader_changes_total'), 2);
-    m.validatorLink('c1', 'tcp://127.0.0.1:1', true);
-    m.validatorLink('c1', 'tcp://127.0.0.1:2', true);
-    m.validatorLink('c1', 'tcp://127.0.0.1:2', false);
+    m.validatorConnected('c1', 'tcp://127.0.0.1:1', true);
+    m.validatorConnected('c1', 'tcp://127.0.0.1:2', true);
+    m.validatorConnected('c1', 'tcp://127.0.0.1:2', false);
     m.validatorReconnect('c1', 'tcp://127.0.0.1:2');
-    assert.equal(await value(m, 'cometkms_validator_link_up{chain="c1",addr="tcp://127.0.0.1:1"}'), 1);
-    assert.equal(await value(m, 'cometkms_validator_link_up{chain="c1",addr="tcp://127.0.0.1:2"}'), 0);
+    assert.equal(await value(m, 'cometkms_validator_connected{chain_id="c1",addr="tcp://127.0.0.1:1"}'), 1);
+    assert.equal(await value(m, 'cometkms_validator_connected{chain_id="c1",addr="tcp://127.0.0.1:2"}'), 0);
     assert.equal(
-      await value(m, 'cometkms_validator_reconnects_total{chain="c1",addr="tcp://127.0.0.1:2"}'),
+      await value(m, 'cometkms_validator_reconnects_total{chain_id="c1",addr="tcp://127.0.0.1:2"}'),
       1,
     );
     m.forwarded('ok');
@@ -155,7 +288,7 @@ describe('Metrics', () => {
     assert.doesNotMatch(await new Metrics({ processMetrics: false }).registry.metrics(), /^process_/m);
   });
 
-  test('label helpers', () => {
+  test('label helpers and the time of a stored state', () => {
     assert.equal(decisionTypeLabel(prevote()), 'prevote');
     assert.equal(decisionTypeLabel(prevote({ type: 2 })), 'precommit');
     assert.equal(decisionTypeLabel(prevote({ type: 7 })), 'vote');
@@ -165,5 +298,13 @@ describe('Metrics', () => {
     );
     assert.equal(doubleSignReason(prevote()), undefined);
     assert.equal(doubleSignReason(prevote({ outcome: 'refused' })), undefined);
+    assert.equal(signedAtSeconds(voteState(vote({ timestamp: ts(250) }))), 1_704_067_200.25);
+    assert.equal(signedAtSeconds(freshSignState()), undefined);
+    // Go's zero time (an absent timestamp) and undecodable bytes carry no time.
+    assert.equal(
+      signedAtSeconds(voteState(vote({ timestamp: { seconds: -62135596800n, nanos: 0 } }))),
+      undefined,
+    );
+    assert.equal(signedAtSeconds({ ...voteState(), signBytes: new Uint8Array([9, 9, 9]) }), undefined);
   });
 });

@@ -106,6 +106,7 @@ describe('WatchedSignRecord', () => {
 describe('demo live view', () => {
   const status = (role: 'leader' | 'follower', height: number): NodeStatus => ({
     node_id: 'x',
+    version: '0.1.0',
     mode: 'cluster',
     role,
     leader_id: 'kms-1',
@@ -117,11 +118,15 @@ describe('demo live view', () => {
         chain_id: 'c',
         key_type: 'ed25519',
         protocol: 'v0.38',
+        address: '0123456789ABCDEF0123456789ABCDEF01234567',
         height,
         round: 0,
         step: 3,
         last_signed_at: null,
         state_alarm: null,
+        refused: 0,
+        double_sign_refused: 0,
+        errors: 0,
         validators: [{ addr: 'tcp://127.0.0.1:1', connected: true, connects: 1 }],
       },
     ],
