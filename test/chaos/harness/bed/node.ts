@@ -3,7 +3,7 @@
  * log per process start), its optional clock (libfaketime) and power-loss layer, and its
  * current process. Only this node's PIDs are ever signalled.
  */
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { NodeStatus } from '../../../../src/admin/types.ts';
 import { STATE_DIR } from '../../../../src/store/file.ts';
@@ -71,8 +71,6 @@ export class ChaosNode {
         FAKETIME_CACHE_DURATION: '1',
         // Only the wall clock jumps; a monotonic clock never does.
         FAKETIME_DONT_FAKE_MONOTONIC: '1',
-        // No shared-memory segments, which a SIGKILLed process would leave in /dev/shm.
-        FAKETIME_DISABLE_SHM: '1',
       });
     }
     if (this.wiring.durable !== undefined && opts.durable) {
@@ -144,11 +142,21 @@ export class ChaosNode {
     return proc;
   }
 
-  /** Writes the process's output next to its spy log once it has exited (for the history). */
+  /**
+   * Once the process has exited: writes its output next to its spy log (for the history), and
+   * removes the shared-memory objects libfaketime leaves behind when a process is SIGKILLed.
+   */
   private keepLog(proc: KmsProcess): void {
     const file = join(this.wiring.spyDir, `${this.id}-${this.starts}.out`);
+    const pid = proc.pid;
     this.logWrites.push(
-      proc.exited.then(() => writeFile(file, `${proc.lines.join('\n')}\n--- stderr ---\n${proc.stderr}`)),
+      proc.exited.then(async () => {
+        await writeFile(file, `${proc.lines.join('\n')}\n--- stderr ---\n${proc.stderr}`);
+        if (this.wiring.clockFile !== undefined) {
+          await rm(`/dev/shm/faketime_shm_${pid}`, { force: true });
+          await rm(`/dev/shm/sem.faketime_sem_${pid}`, { force: true });
+        }
+      }),
     );
   }
 
