@@ -231,7 +231,7 @@ export class EtcdModel {
     const e = this.#kvs.get(c.key);
     switch (c.target) {
       case 'value':
-        return e !== undefined && e.value.equals(c.value);
+        return e?.value.equals(c.value) ?? false;
       case 'create':
         return String(e?.createRev ?? 0) === c.revision;
       case 'mod':
@@ -257,7 +257,13 @@ export class EtcdModel {
 
   #committed(key: string, kv: EtcdKv | undefined, writer: Writer | undefined): void {
     this.onCommit(key, kv, writer);
-    const deleted = kv ?? { key, value: Buffer.alloc(0), createRevision: '0', modRevision: String(this.#revision), lease: '0' };
+    const deleted = kv ?? {
+      key,
+      value: Buffer.alloc(0),
+      createRevision: '0',
+      modRevision: String(this.#revision),
+      lease: '0',
+    };
     for (const w of this.#watches) {
       if (w.cancelled) continue;
       const match = 'key' in w.target ? w.target.key === key : key.startsWith(w.target.prefix);
@@ -295,7 +301,10 @@ export class EtcdModel {
   #dropLeaseKeys(id: string): void {
     const keys = [...this.#kvs].filter(([, e]) => e.lease === id).map(([k]) => k);
     if (keys.length === 0) return;
-    this.txn({ compare: [], success: keys.map((key) => ({ op: 'delete' as const, key })), failure: [] }, undefined);
+    this.txn(
+      { compare: [], success: keys.map((key) => ({ op: 'delete' as const, key })), failure: [] },
+      undefined,
+    );
   }
 
   #maybeSnapshot(): void {

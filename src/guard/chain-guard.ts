@@ -59,8 +59,6 @@ export interface ChainGuardOptions {
 export interface GuardPlantedBugs {
   /** sign a new HRS's bytes before the store confirmed their reservation */
   signBeforeReserve?: boolean;
-  /** no per-chain mutex: concurrent requests interleave between decide and reserve */
-  noMutex?: boolean;
 }
 
 /** Why this chain's state needs an operator, while it does. */
@@ -211,9 +209,7 @@ export class ChainGuard implements RequestHandler {
         const trace: Trace = {};
         const kind = request.kind === 'signVoteRequest' ? 'vote' : 'proposal';
         const refuse = kind === 'vote' ? refusedVote : refusedProposal;
-        return this.process(kind, refuse, trace, () =>
-          this.bugs.noMutex ? this.sign(request, trace) : this.mutex.run(() => this.sign(request, trace)),
-        );
+        return this.process(kind, refuse, trace, () => this.mutex.run(() => this.sign(request, trace)));
       }
       case 'signBytesRequest':
         // v1.0 SignBytes signs arbitrary bytes as they are, with no HRS check. With a validator

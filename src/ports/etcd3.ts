@@ -12,8 +12,8 @@ export type EtcdClientLike = Etcd3 | EtcdPort;
 
 /** `client` as a port (an Etcd3 client is wrapped; a port is returned as it is). */
 export function toEtcdPort(client: EtcdClientLike): EtcdPort {
-  // An etcd3 client has `kv` and `leaseClient`; a port has neither.
-  return 'leaseClient' in client ? new Etcd3Port(client) : client;
+  // An etcd3 client has a `kv` service; a port has none.
+  return 'kv' in client ? new Etcd3Port(client) : client;
 }
 
 function fromKv(kv: IKeyValue): EtcdKv {
