@@ -63,7 +63,6 @@ class DurableMarks implements MarkStorage {
 /** Settings shared by every node. */
 export interface NodeSettings {
   chains: string[];
-  prefix: string;
   leaseTtlS: number;
   maxHeightJump: number;
   storeBugs: StorePlantedBugs;

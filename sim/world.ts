@@ -186,7 +186,6 @@ export class World {
       node.marks,
       {
         chains: this.#chains,
-        prefix,
         leaseTtlS: 1,
         maxHeightJump: 100,
         storeBugs: this.#o.storeBugs ?? {},
