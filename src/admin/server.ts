@@ -89,6 +89,10 @@ export function buildAdminServer(opts: AdminAppOptions) {
     // Reject what the schemas do not allow instead of quietly dropping or converting it.
     ajv: { customOptions: { removeAdditional: false, coerceTypes: false } },
     bodyLimit: 4096,
+    // A client trickling a request byte by byte cannot hold a connection: the whole request must
+    // arrive within 10 s, and an idle keep-alive connection is closed after 5 s.
+    requestTimeout: 10_000,
+    keepAliveTimeout: 5_000,
     return503OnClosing: true,
     // null: plain HTTP
     https: opts.tls === undefined ? null : { cert: opts.tls.cert, key: opts.tls.key },

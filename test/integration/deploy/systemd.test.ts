@@ -222,6 +222,12 @@ describe('cometkms.service credentials', () => {
       await writeFile(join(credsDir, id), content, { mode: 0o400 });
     }
     await chmod(credsDir, 0o500);
+    // The operator's one-time step for a new validator, with the same config.
+    const init = KmsProcess.spawn(
+      ['state', 'init', '--config', join(credsDir, 'config.toml'), '--chain', 'cosmoshub-4'],
+      home.env(),
+    );
+    assert.equal((await init.waitExit(30_000)).code, 0, init.stderr);
     const args = execStart(unit)
       .slice(1)
       .map((a) => a.replace('%d', credsDir));
