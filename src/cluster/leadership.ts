@@ -83,8 +83,8 @@ interface PreferredHint {
  * Followers watch the leader key and campaign when it is deleted; they also campaign every TTL/4
  * (a failed campaign is a read) so that a stalled watch stream cannot leave them waiting.
  *
- * As a state machine: the state is (lease, token, known leader, leader-key revision, deferred
- * campaign deadline); its inputs are the tick (every TTL/4: keepalive, then a polling campaign
+ * As a state machine: the state is (lease, token, known leader, leader-key revision, a deferred
+ * campaign's timer); its inputs are the tick (every TTL/4: keepalive, then a polling campaign
  * while following), watch events on the leader key, `stepDown`, `resign`/`transferTo`, and the
  * answers of the etcd calls those make. Inputs that change the state run one at a time on a
  * queue. Time comes only from the `clock` port and etcd only from the `EtcdPort`, so the
