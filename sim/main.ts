@@ -70,6 +70,8 @@ for (let seed = first; seed < first + seeds; seed++) {
     ...(bug?.options ?? {}),
   });
   totalSteps += result.steps;
+  // One seed: its history's hash, so that a replay can be compared with the original run.
+  if (seeds === 1) process.stdout.write(`sim: seed ${seed} history sha256 ${result.historyHash}\n`);
   if (result.violations.length > 0) {
     violations += result.violations.length;
     failedSeed = seed;
