@@ -32,7 +32,7 @@ export const PLANTED_BUGS: Record<string, PlantedBug> = {
   'no-high-water': {
     what: 'states read from etcd are not checked against the high-water marks',
     options: { storeBugs: { noHighWater: true } },
-    seedBudget: 20,
+    seedBudget: 40,
   },
 };
 
