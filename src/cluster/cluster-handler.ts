@@ -142,7 +142,7 @@ export interface ForwardedChain {
 export function leaderForwardHandler(
   chains: ReadonlyMap<string, ForwardedChain>,
   leadership: LocalLeadership,
-): (chainId: string, body: Uint8Array, peer: string) => Promise<ForwardOutcome> {
+): (chainId: string, body: Uint8Array, peer?: string) => Promise<ForwardOutcome> {
   return async (chainId, body, peer) => {
     const chain = chains.get(chainId);
     if (chain === undefined) return { status: 'unknown_chain' };
@@ -157,7 +157,7 @@ export function leaderForwardHandler(
     if (request.kind !== 'signVoteRequest' && request.kind !== 'signProposalRequest') {
       return { status: 'bad_request' };
     }
-    const reply = await chain.guard.handle(request, { forwardedBy: peer });
+    const reply = await chain.guard.handle(request, peer === undefined ? undefined : { forwardedBy: peer });
     return { status: 'ok', body: encodeMessage(reply, chain.protocol) };
   };
 }
