@@ -13,7 +13,7 @@ import {
 import { boundText } from '../cometbft/text.ts';
 import { compareHRS, type PrivvalMessage, type ProtocolVersion, type Timestamp } from '../cometbft/types.ts';
 import { verifySignature } from '../cometbft/verify.ts';
-import type { RequestHandler } from '../privval/handler.ts';
+import type { RequestContext, RequestHandler } from '../privval/handler.ts';
 import { NotLeaderError, StateMissingError, StateRegressionError, StateStoreError } from '../store/errors.ts';
 import type { SignState, SignStateStore } from '../store/types.ts';
 import {
@@ -94,6 +94,8 @@ interface Trace {
   step?: number;
   signBytes?: Uint8Array;
   hsmMs?: number;
+  /** who asked (endpoint, remote node, forwarding node): named in the decision, never decides it */
+  context?: RequestContext;
 }
 
 /** A request's result before it becomes a reply and a decision. */
@@ -200,13 +202,13 @@ export class ChainGuard implements RequestHandler {
    * Answers one privval request (spec §8): PubKey, SignVote and SignProposal as described on the
    * class; SignBytes is refused; Ping gets a PingResponse; anything else an empty Message.
    */
-  async handle(request: PrivvalMessage): Promise<PrivvalMessage> {
+  async handle(request: PrivvalMessage, context?: RequestContext): Promise<PrivvalMessage> {
     switch (request.kind) {
       case 'pubKeyRequest':
-        return this.process('pubkey', refusedPubKey, {}, async () => this.pubKey(request.chainId));
+        return this.process('pubkey', refusedPubKey, { context }, async () => this.pubKey(request.chainId));
       case 'signVoteRequest':
       case 'signProposalRequest': {
-        const trace: Trace = {};
+        const trace: Trace = { context };
         const kind = request.kind === 'signVoteRequest' ? 'vote' : 'proposal';
         const refuse = kind === 'vote' ? refusedVote : refusedProposal;
         return this.process(kind, refuse, trace, () => this.mutex.run(() => this.sign(request, trace)));
@@ -215,7 +217,7 @@ export class ChainGuard implements RequestHandler {
         // v1.0 SignBytes signs arbitrary bytes as they are, with no HRS check. With a validator
         // key those bytes could be the canonical sign bytes of a conflicting vote or proposal,
         // so serving it would be a way around every guard rule. CometKMS never does.
-        return this.process('sign_bytes', refusedSignBytes, {}, async () => ({
+        return this.process('sign_bytes', refusedSignBytes, { context }, async () => ({
           outcome: 'refused',
           code: 'sign_bytes_refused',
           reason: 'unable to sign bytes: CometKMS does not sign arbitrary bytes with a validator key',
@@ -477,6 +479,7 @@ export class ChainGuard implements RequestHandler {
       kind,
       outcome: result.outcome,
       latencyMs,
+      ...trace.context,
     };
     if (trace.type !== undefined) decision.type = trace.type;
     if (trace.height !== undefined) decision.height = trace.height;
