@@ -11,7 +11,13 @@ import {
   tryAgain,
 } from '../cometbft/replies.ts';
 import { boundText } from '../cometbft/text.ts';
-import { compareHRS, type PrivvalMessage, type ProtocolVersion, type Timestamp } from '../cometbft/types.ts';
+import {
+  compareHRS,
+  type PrivvalMessage,
+  type ProtocolVersion,
+  Step,
+  type Timestamp,
+} from '../cometbft/types.ts';
 import { verifySignature } from '../cometbft/verify.ts';
 import type { RequestContext, RequestHandler } from '../privval/handler.ts';
 import { NotLeaderError, StateMissingError, StateRegressionError, StateStoreError } from '../store/errors.ts';
@@ -24,6 +30,7 @@ import {
   type ReplyTemplate,
   type SignRequest,
   type Verdict,
+  voteStep,
 } from './decide.ts';
 import { type DecisionKind, type GuardDecision, type RetryCode, STATE_ALARM_CODES } from './decision.ts';
 import { AsyncMutex } from './mutex.ts';
@@ -503,7 +510,9 @@ export class ChainGuard implements RequestHandler {
 function traceVerdict(trace: Trace, request: SignRequest, verdict: Verdict): void {
   const payload = request.kind === 'signVoteRequest' ? request.vote : request.proposal;
   if (payload !== undefined) {
-    Object.assign(trace, { type: payload.type, height: payload.height, round: payload.round });
+    // A refusal names its step too (audit log, metrics), whenever the request has one.
+    const step = request.kind === 'signVoteRequest' ? voteStep(payload.type) : Step.Propose;
+    Object.assign(trace, { type: payload.type, height: payload.height, round: payload.round, step });
   }
   if (verdict.action === 'refuse') return;
   trace.step = verdict.hrs.step;
