@@ -8,7 +8,7 @@ import type { WorldOptions } from './world.ts';
 
 export interface PlantedBug {
   what: string;
-  options: Pick<WorldOptions, 'storeBugs' | 'guardBugs'>;
+  options: Pick<WorldOptions, 'storeBugs' | 'guardBugs' | 'noPeerMarks' | 'restoreAnytime'>;
   /** seeds `--plant-bug` runs by default; the bug must be caught within them */
   seedBudget: number;
 }
@@ -32,6 +32,13 @@ export const PLANTED_BUGS: Record<string, PlantedBug> = {
   'no-high-water': {
     what: 'states read from etcd are not checked against the high-water marks',
     options: { storeBugs: { noHighWater: true } },
+    seedBudget: 40,
+  },
+  'no-peer-marks': {
+    what:
+      'a new leader serves on its own marks alone and signs without a majority holding the HRS, ' +
+      'with etcd restored at any time (a node that missed the last heights can lead)',
+    options: { noPeerMarks: true, restoreAnytime: true },
     seedBudget: 40,
   },
 };

@@ -37,6 +37,8 @@ export interface WorldOptions {
   sentries: number;
   storeBugs?: StorePlantedBugs;
   guardBugs?: GuardPlantedBugs;
+  /** planted bug `no-peer-marks` */
+  noPeerMarks?: boolean;
   /** history lines kept for the report */
   keep?: number;
   /**
@@ -189,8 +191,11 @@ export class World {
       node.id,
       node.incarnations,
       node.marks,
+      node.ballots,
       {
         chains: this.#chains,
+        clusterSize: this.nodes.length,
+        noPeerMarks: this.#o.noPeerMarks === true,
         leaseTtlS: 1,
         maxHeightJump: 100,
         storeBugs: this.#o.storeBugs ?? {},
@@ -218,6 +223,7 @@ export class World {
 
   readonly #peers: Peers = {
     log: (line) => this.log(line),
+    control: (from, to, answer, deadlineMs) => this.#control(from, to, answer, deadlineMs),
     forward: (from, to, chainId, body) =>
       new Promise<ForwardResult>((resolve) => {
         const sender = this.#node(from)?.current;
@@ -250,6 +256,45 @@ export class World {
         );
       }),
   };
+
+  /** A control request between nodes: lost when either end is down or the pair is cut. */
+  #control<T>(
+    from: string,
+    to: string,
+    answer: (target: Incarnation) => T,
+    deadlineMs: number,
+  ): Promise<T | undefined> {
+    return new Promise<T | undefined>((resolve) => {
+      const sender = this.#node(from)?.current;
+      const target = this.#node(to)?.current;
+      let done = false;
+      const finish = (r: T | undefined) => {
+        if (done) return;
+        done = true;
+        resolve(r);
+      };
+      const senderOwner = sender?.owner ?? WORLD;
+      this.s.at(deadlineMs, () => finish(undefined), senderOwner);
+      if (target === undefined || this.#cut.has(pair(from, to))) {
+        this.s.at(this.s.between(5, 50), () => finish(undefined), senderOwner);
+        return;
+      }
+      this.s.at(
+        this.s.between(0, 2),
+        () => {
+          let result: T;
+          try {
+            result = answer(target);
+          } catch {
+            return;
+          }
+          if (this.#cut.has(pair(from, to))) return;
+          this.s.at(this.s.between(0, 2), () => finish(result), senderOwner);
+        },
+        target.owner,
+      );
+    });
+  }
 
   #node(id: string): SimNode | undefined {
     return this.nodes.find((n) => n.id === id);

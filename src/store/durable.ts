@@ -15,6 +15,11 @@ import { basename, dirname, join } from 'node:path';
  * than the round trips, and a disk slow enough to matter would stall signing either way.
  */
 export async function writeFileDurable(path: string, data: string, mode = 0o600): Promise<void> {
+  writeFileDurableSync(path, data, mode);
+}
+
+/** {@link writeFileDurable}, for a caller that must not yield before the file is durable. */
+export function writeFileDurableSync(path: string, data: string, mode = 0o600): void {
   const dir = dirname(path);
   const tmp = join(dir, `.${basename(path)}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`);
   const fd = openSync(tmp, 'wx', mode);
