@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The simulation tier (a few minutes): the whole cluster in one process under the seeded
-# scheduler (sim/). First SIM_CI_SEEDS seeds (default 40) of the product as it is: any invariant
+# scheduler (sim/). First SIM_CI_SEEDS seeds (default 40) of the product as it is, then as many
+# with restores and forced lower imports at any moment (--restore-anytime): any invariant
 # violation fails. Then every planted bug of --list-bugs: each must be caught (exit 1 with a
 # violation) within its default seed budget, or the checker has lost its teeth.
 set -euo pipefail
@@ -9,6 +10,7 @@ seeds="${SIM_CI_SEEDS:-40}"
 sim() { node --import tsx sim/main.ts "$@"; }
 
 sim --seeds "$seeds"
+sim --seeds "$seeds" --restore-anytime
 passed=1
 failed=0
 mapfile -t bugs < <(sim --list-bugs)

@@ -15,7 +15,12 @@ import { ClusterView } from '../src/cli/runtime/cluster-view.ts';
 import { ClusterChainHandler, type Forwarder, leaderForwardHandler } from '../src/cluster/cluster-handler.ts';
 import type { ForwardOutcome, ForwardResult } from '../src/cluster/forward.ts';
 import { type LeaderInfo, Leadership } from '../src/cluster/leadership.ts';
-import { type BallotStorage, PeerMarkedStore, PeerQuorum } from '../src/cluster/peer-marks.ts';
+import {
+  type BallotStorage,
+  PeerMarkedStore,
+  PeerQuorum,
+  rememberedMembers,
+} from '../src/cluster/peer-marks.ts';
 import { RoleTransitions } from '../src/cluster/role.ts';
 import type { HRS } from '../src/cometbft/types.ts';
 import { ChainGuard, type GuardPlantedBugs } from '../src/guard/chain-guard.ts';
@@ -190,7 +195,7 @@ export class Incarnation {
     this.quorum = new PeerQuorum({
       nodeId,
       peers: simPeerPort(nodeId, peers),
-      members: () => view.members,
+      members: rememberedMembers(() => view.members),
       clusterSize: settings.clusterSize,
       marks,
       chains: settings.chains,

@@ -43,7 +43,7 @@ export interface WorldOptions {
   keep?: number;
   /**
    * restore etcd and force lower imports even while a node lacks the newest state in its marks
-   * (the documented limit: expect violations)
+   * (the peer marks must then keep a lagging leader from reserving a lost HRS again)
    */
   restoreAnytime?: boolean;
 }
@@ -571,10 +571,10 @@ export class World {
 
   /**
    * Whether every node runs and has the newest state of every chain in its durable marks. A
-   * restore or a forced lower import is simulated only then: it is what the marks claim to catch
-   * (each node refuses a state below the one it has seen). A node that has not seen the lost
-   * states (it was down meanwhile) can take them for the real ones: that is outside what CometKMS
-   * can tell apart (SECURITY.md, "Out of scope"), and the simulator finds it at once if allowed.
+   * restore or a forced lower import is simulated only then, unless `restoreAnytime`: then a node
+   * that has not seen the lost states (it was down meanwhile) may lead after the restore, and
+   * only the peer marks (a majority holds every signed HRS; a new leader reads a majority) keep
+   * it from taking the restored state for the real one.
    */
   #everyNodeSawTheNewestState(): boolean {
     if (this.#o.restoreAnytime) return true;

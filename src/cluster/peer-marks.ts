@@ -92,6 +92,19 @@ export class FileBallotStorage implements BallotStorage {
   }
 }
 
+/**
+ * The members `source` (the registry in etcd) lists now, together with every node it listed
+ * before (by node id, at its latest address): a wiped or restored registry must not hide a node
+ * that holds marks. A listed node that is gone only fails to answer.
+ */
+export function rememberedMembers(source: () => readonly PeerAddress[]): () => PeerAddress[] {
+  const known = new Map<string, PeerAddress>();
+  return () => {
+    for (const m of source()) known.set(m.nodeId, { nodeId: m.nodeId, advertise: m.advertise });
+    return [...known.values()];
+  };
+}
+
 /** The subset of a pino logger this module uses. */
 export interface PeerQuorumLogger {
   info(obj: object, msg: string): void;

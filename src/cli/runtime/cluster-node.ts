@@ -28,7 +28,13 @@ import { createEtcdClients, type EtcdClients } from '../../cluster/etcd-client.t
 import { clusterEtcdOptions } from '../../cluster/etcd-config.ts';
 import { ForwardClient, ForwardServer } from '../../cluster/forward.ts';
 import { type LeaderInfo, Leadership } from '../../cluster/leadership.ts';
-import { answerControl, FileBallotStorage, PeerMarkedStore, PeerQuorum } from '../../cluster/peer-marks.ts';
+import {
+  answerControl,
+  FileBallotStorage,
+  PeerMarkedStore,
+  PeerQuorum,
+  rememberedMembers,
+} from '../../cluster/peer-marks.ts';
 import { RoleTransitions } from '../../cluster/role.ts';
 import { loadClusterTls } from '../../cluster/tls.ts';
 import { compareHRS, type PrivvalMessage, Step } from '../../cometbft/types.ts';
@@ -311,7 +317,7 @@ export class ClusterNode implements AdminRuntime {
     const quorum = new PeerQuorum({
       nodeId: config.node.id,
       peers: forwardClient,
-      members: () => this.view?.members ?? [],
+      members: rememberedMembers(() => this.view?.members ?? []),
       clusterSize: cluster.etcd_endpoints.length,
       marks,
       chains: config.chains.map((c) => c.id),
