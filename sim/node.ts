@@ -162,6 +162,7 @@ export class Incarnation {
       warn: (_: object, msg: string) => peers.log(`${nodeId} ${msg}`),
       error: (_: object, msg: string) => peers.log(`${nodeId} ${msg}`),
     };
+    const peerPort = simPeerPort(nodeId, peers);
     this.leadership = new Leadership({
       client: etcd,
       members,
@@ -171,6 +172,7 @@ export class Incarnation {
       leaseTtlS: settings.leaseTtlS,
       logger: log,
       clock,
+      peers: peerPort,
     });
     const marks = new HighWaterMarks(
       marksStorage,
@@ -194,7 +196,7 @@ export class Incarnation {
     this.#view = view;
     this.quorum = new PeerQuorum({
       nodeId,
-      peers: simPeerPort(nodeId, peers),
+      peers: peerPort,
       members: rememberedMembers(() => view.members),
       clusterSize: settings.clusterSize,
       marks,

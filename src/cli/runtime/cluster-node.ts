@@ -291,6 +291,9 @@ export class ClusterNode implements AdminRuntime {
     this.pin = pin;
     await hsm.closeSigningSession();
 
+    const forwardLog = this.log.child({ component: 'forward' });
+    const forwardClient = new ForwardClient({ tls, logger: forwardLog });
+    this.forwardClient = forwardClient;
     const leadership = new Leadership({
       client: this.etcd.client,
       members: this.etcd.members,
@@ -300,6 +303,8 @@ export class ClusterNode implements AdminRuntime {
       leaseTtlS: cluster.lease_ttl_s,
       logger: this.log.child({ component: 'leadership' }),
       observer: this.observeEtcd,
+      // fenced pre-emption: heartbeats to the leader over the (kept warm) forwarding connection
+      peers: forwardClient,
     });
     this.leadership = leadership;
     const marks = new HighWaterMarks(home, (chainId, err) =>
@@ -307,9 +312,6 @@ export class ClusterNode implements AdminRuntime {
     );
     // Read every chain's mark now: a damaged one must stop the node here, not at its first vote.
     for (const chain of config.chains) marks.get(chain.id);
-    const forwardLog = this.log.child({ component: 'forward' });
-    const forwardClient = new ForwardClient({ tls, logger: forwardLog });
-    this.forwardClient = forwardClient;
     const etcdClient = this.etcd.client;
     // Peer marks (peer-marks.ts): every host runs one etcd member and one KMS node, so the
     // cluster has as many nodes as etcd endpoints; a majority of them must hold an HRS before
@@ -418,6 +420,7 @@ export class ClusterNode implements AdminRuntime {
     this.roles = roles;
     leadership.on('leader', () => roles.onLeader());
     leadership.on('change', () => this.countLeaderChange());
+    leadership.on('preempted', () => this.metrics.leaderPreempted());
     leadership.on('follower', (leader: LeaderInfo | undefined) => roles.onFollower(leader));
     await leadership.start();
     if (!this.view.etcdHealthy) {
