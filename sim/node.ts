@@ -204,7 +204,10 @@ export class Incarnation {
       ballots,
       newBallot: () => `${nodeId}#${n}#${++ballotCount}`,
       logger: log,
-      disabled: settings.noPeerMarks,
+      plantedBugs: {
+        noPeerMarks: settings.noPeerMarks,
+        noHighWater: settings.storeBugs.noHighWater === true,
+      },
     });
     const leadership = this.leadership;
     const store = new PeerMarkedStore(

@@ -127,8 +127,19 @@ export interface PeerQuorumOptions {
   /** deadline of one round of requests; default 500 ms */
   deadlineMs?: number;
   logger?: PeerQuorumLogger;
-  /** simulator only (planted bug `no-peer-marks`): collect and confirm ask nobody */
-  disabled?: boolean;
+  /** simulator only: see {@link PeerPlantedBugs} */
+  plantedBugs?: PeerPlantedBugs;
+}
+
+/**
+ * Protections the deterministic simulator can switch off (`npm run sim -- --plant-bug NAME`);
+ * nothing in the product sets them.
+ */
+export interface PeerPlantedBugs {
+  /** `no-peer-marks`: collect and confirm ask nobody */
+  noPeerMarks?: boolean;
+  /** `no-high-water` (with the store's): confirm does not compare the state with this node's mark */
+  noHighWater?: boolean;
 }
 
 const silent: PeerQuorumLogger = { info() {}, warn() {} };
@@ -190,7 +201,7 @@ export class PeerQuorum {
   async #collect(): Promise<boolean> {
     this.reset();
     const ballot = this.#o.newBallot();
-    if (this.#o.disabled) {
+    if (this.#o.plantedBugs?.noPeerMarks) {
       this.#ballot = ballot;
       return true;
     }
@@ -236,13 +247,13 @@ export class PeerQuorum {
    * `hrs` (a state read before marks moved up: never signed from).
    */
   async confirm(ballot: string, chainId: string, hrs: HRS): Promise<void> {
-    if (this.#o.disabled) return;
+    if (this.#o.plantedBugs?.noPeerMarks) return;
     if (this.#ballot !== ballot)
       throw new PeerQuorumError('peer marks: the ballot changed; read the state again');
     const done = this.#confirmed.get(chainId);
     if (done !== undefined && compareHRS(hrs, done) <= 0) return;
     const own = this.#o.marks.get(chainId);
-    if (own !== undefined && compareHRS(own, hrs) > 0) {
+    if (own !== undefined && compareHRS(own, hrs) > 0 && !this.#o.plantedBugs?.noHighWater) {
       throw new StateRegressionError(
         `the state of chain ${JSON.stringify(chainId)} at ${formatHrs(hrs)} is below ${formatHrs(own)} that ` +
           'this node has seen: not signing from it',
