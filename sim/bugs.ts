@@ -39,7 +39,7 @@ export const PLANTED_BUGS: Record<string, PlantedBug> = {
       'a new leader serves on its own marks alone and signs without a majority holding the HRS, ' +
       'with etcd restored at any time (a node that missed the last heights can lead)',
     options: { noPeerMarks: true, restoreAnytime: true },
-    seedBudget: 40,
+    seedBudget: 60,
   },
 };
 
