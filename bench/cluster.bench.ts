@@ -55,7 +55,7 @@ function simulator(
 }
 
 /** Time from `fault()` to the next signature the simulator receives, in ms. */
-export async function timeToNextSignature(
+async function timeToNextSignature(
   sim: ValidatorSimulator,
   fault: () => Promise<void> | void,
 ): Promise<number> {

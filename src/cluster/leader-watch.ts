@@ -18,9 +18,9 @@ import type { PeerAddress, PeerPort } from '../ports/peers.ts';
 export interface LeaderWatchOptions {
   peers: PeerPort;
   clock: Clock;
-  /** period of the heartbeats; default 100 ms */
+  /** period of the heartbeats; default 50 ms */
   heartbeatMs?: number;
-  /** silence after which the leader counts as gone; default 300 ms */
+  /** silence after which the leader counts as gone; default 250 ms */
   silenceMs?: number;
   /** told once per watched leader when it has been silent for `silenceMs` */
   onSilent: (leader: PeerAddress, leaseId: string) => void;
@@ -45,8 +45,8 @@ export class LeaderWatch {
 
   constructor(options: LeaderWatchOptions) {
     this.#o = options;
-    this.#heartbeatMs = options.heartbeatMs ?? 100;
-    this.#silenceMs = options.silenceMs ?? 300;
+    this.#heartbeatMs = options.heartbeatMs ?? 50;
+    this.#silenceMs = options.silenceMs ?? 250;
   }
 
   /**

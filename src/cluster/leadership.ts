@@ -57,9 +57,9 @@ export interface LeadershipOptions {
    * (leader-watch.ts); without it, a dead leader is replaced once its lease expires
    */
   peers?: PeerPort;
-  /** heartbeat period; default 100 ms */
+  /** heartbeat period; default 50 ms */
   heartbeatMs?: number;
-  /** silence after which a follower revokes the leader's lease and campaigns; default 300 ms */
+  /** silence after which a follower revokes the leader's lease and campaigns; default 250 ms */
   silenceMs?: number;
 }
 
