@@ -367,7 +367,7 @@ export class EtcdSignStateStore implements SignStateStore {
     switch (outcome.kind) {
       case 'committed':
         // Committed at the transaction's revision. The mark goes up before anyone signs it.
-        if (!this.#bugs.noHighWater) this.#marks.raise(chainId, next);
+        if (!this.#bugs.noHighWater) await this.#marks.raise(chainId, next);
         this.#cache.set(chainId, { state: copySignState(next), modRevision: outcome.revision });
         return { ok: true };
       case 'not_leader':
@@ -380,7 +380,7 @@ export class EtcdSignStateStore implements SignStateStore {
           this.#cache.delete(chainId);
           throw this.#missing(chainId);
         }
-        return { ok: false, current: this.#accept(chainId, outcome.current) };
+        return { ok: false, current: await this.#accept(chainId, outcome.current) };
     }
   }
 
@@ -397,7 +397,7 @@ export class EtcdSignStateStore implements SignStateStore {
   }
 
   /** Checks a state read from etcd against this node's mark, raises the mark, caches it. */
-  #accept(chainId: string, kv: EtcdKv): Cached {
+  async #accept(chainId: string, kv: EtcdKv): Promise<Cached> {
     const state = decodeSignState(kv.value, kv.key);
     if (this.#bugs.noHighWater) {
       const cached = { state, modRevision: kv.modRevision };
@@ -415,7 +415,7 @@ export class EtcdSignStateStore implements SignStateStore {
           `import the last signed state (at or above ${formatHrs(mark)}) with cometkms state import`,
       );
     }
-    this.#marks.raise(chainId, state);
+    await this.#marks.raise(chainId, state);
     const cached = { state, modRevision: kv.modRevision };
     this.#cache.set(chainId, cached);
     return cached;
