@@ -85,6 +85,29 @@ async function scrape(cluster: KmsCluster): Promise<string[]> {
   );
 }
 
+/**
+ * Where a signature's time goes on the nodes, between two scrapes: mean ms per request in the
+ * leader's guard (decide → reply), its reserve transactions and its HSM signs, and how many
+ * requests a follower forwarded.
+ */
+function stageMeans(before: string[], after: string[]) {
+  const diff = (metric: string, labels: string[] = []) =>
+    after.reduce(
+      (n, text, i) => n + metricSum(text, metric, labels) - metricSum(before[i] ?? '', metric, labels),
+      0,
+    );
+  const mean = (metric: string, labels: string[] = []) => {
+    const count = diff(`${metric}_count`, labels);
+    return count === 0 ? 0 : (diff(`${metric}_sum`, labels) / count) * 1000;
+  };
+  return {
+    guardMs: mean('cometkms_sign_duration_seconds'),
+    reserveMs: mean('cometkms_etcd_call_duration_seconds', ['op="reserve"']),
+    hsmMs: mean('cometkms_hsm_sign_duration_seconds'),
+    forwarded: diff('cometkms_forwards_total', ['result="ok"']),
+  };
+}
+
 /** What group commit and leadership did between two scrapes of every node. */
 function clusterCounters(before: string[], after: string[]) {
   const diff = (metric: string, labels: string[] = []) =>
@@ -207,7 +230,9 @@ export async function benchSingleChain(): Promise<BenchResult[]> {
       unsafeNoFsync: false,
     });
     await cluster.leaderIndex();
+    const metricsBefore = await scrape(cluster);
     const run = await sim.run();
+    const stages = stageMeans(metricsBefore, await scrape(cluster));
     const pings = await timeEach(PINGS, () => sim.ping());
     await sim.close();
     const txn = await txnFloor(cluster.etcd.endpoints);
@@ -242,6 +267,12 @@ export async function benchSingleChain(): Promise<BenchResult[]> {
         note: `${PINGS} privval pings over the validator connection`,
       },
       { name: 'cluster_chains.floor.p50', unit: 'ms', value: r3(floor), note: floorNote },
+      {
+        name: 'cluster_chains.single.guard.mean',
+        unit: 'ms',
+        value: r3(stages.guardMs),
+        note: `leader's guard, decide → reply (metrics), of which reserve txn ${r3(stages.reserveMs)} ms and HSM sign + verify ${r3(stages.hsmMs)} ms; ${stages.forwarded} of ${SINGLE_HEIGHTS * 3} requests forwarded by a follower`,
+      },
       {
         name: 'cluster_chains.single.ratio.p50',
         unit: 'x',
