@@ -326,6 +326,7 @@ export async function benchChains(chains: number): Promise<BenchResult[]> {
       keySeed: new Uint8Array(32).fill(7),
       unsafeNoFsync: false,
       leaseTtlS: 1,
+      stateInit: 'direct',
     });
     await cluster.leaderIndex();
     const settled = Promise.allSettled(sims.map((sim) => sim.run()));
