@@ -367,7 +367,7 @@ export class EtcdSignStateStore implements SignStateStore {
     switch (outcome.kind) {
       case 'committed':
         // Committed at the transaction's revision. The mark goes up before anyone signs it.
-        if (!this.#bugs.noHighWater) await this.#marks.raise(chainId, next);
+        if (!this.#bugs.noHighWater) await this.#marks.raiseDurably(chainId, next);
         this.#cache.set(chainId, { state: copySignState(next), modRevision: outcome.revision });
         return { ok: true };
       case 'not_leader':
@@ -415,7 +415,7 @@ export class EtcdSignStateStore implements SignStateStore {
           `import the last signed state (at or above ${formatHrs(mark)}) with cometkms state import`,
       );
     }
-    await this.#marks.raise(chainId, state);
+    await this.#marks.raiseDurably(chainId, state);
     const cached = { state, modRevision: kv.modRevision };
     this.#cache.set(chainId, cached);
     return cached;

@@ -256,9 +256,10 @@ export class HighWaterMarks {
   /**
    * Raises the mark of `chainId` to `hrs` (a no-op when not above it) and resolves once it is
    * durable: one pwrite and one fdatasync, after the chain's write in progress, if any. Rejects
-   * when the disk fails: the caller must not sign then.
+   * when the disk fails: the caller must not sign then. (Asynchronous, hence the name: it was a
+   * synchronous `raise`, and a caller that does not await it has no durable mark.)
    */
-  async raise(chainId: string, hrs: HRS): Promise<void> {
+  async raiseDurably(chainId: string, hrs: HRS): Promise<void> {
     const seen = this.get(chainId);
     if (seen === undefined || compareHRS(hrs, seen) > 0) this.#seen.set(chainId, copyHrs(hrs));
     await this.#persist(chainId);

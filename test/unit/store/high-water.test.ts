@@ -79,10 +79,10 @@ describe('HighWaterMarks', () => {
     const home = newHome();
     const marks = new HighWaterMarks(home);
     assert.equal(marks.get(CHAIN), undefined);
-    await marks.raise(CHAIN, hrs(10n));
-    await marks.raise(CHAIN, hrs(9n, 5, 3));
+    await marks.raiseDurably(CHAIN, hrs(10n));
+    await marks.raiseDurably(CHAIN, hrs(9n, 5, 3));
     assert.deepEqual(marks.get(CHAIN), hrs(10n));
-    await marks.raise(CHAIN, hrs(10n, 0, 3));
+    await marks.raiseDurably(CHAIN, hrs(10n, 0, 3));
     assert.deepEqual(readHighWater(home, CHAIN), hrs(10n, 0, 3));
     assert.deepEqual(new HighWaterMarks(home).get(CHAIN), hrs(10n, 0, 3));
     // two 512-byte slots, the size never changes
@@ -92,9 +92,9 @@ describe('HighWaterMarks', () => {
   it('a write torn in the slot being replaced leaves the previous mark readable', async () => {
     const home = newHome();
     const marks = new HighWaterMarks(home);
-    await marks.raise(CHAIN, hrs(1n));
-    await marks.raise(CHAIN, hrs(2n)); // slot 1
-    await marks.raise(CHAIN, hrs(3n)); // slot 0
+    await marks.raiseDurably(CHAIN, hrs(1n));
+    await marks.raiseDurably(CHAIN, hrs(2n)); // slot 1
+    await marks.raiseDurably(CHAIN, hrs(3n)); // slot 0
     // tear slot 0 (the newest) as a crash in the middle of its pwrite would: its tail is lost
     const fd = openSync(highWaterFile(home, CHAIN), 'r+');
     try {
@@ -105,7 +105,7 @@ describe('HighWaterMarks', () => {
     assert.deepEqual(readHighWater(home, CHAIN), hrs(2n));
     // the next raise goes to the torn slot and is newest again
     const again = new HighWaterMarks(home);
-    await again.raise(CHAIN, hrs(4n));
+    await again.raiseDurably(CHAIN, hrs(4n));
     assert.deepEqual(readHighWater(home, CHAIN), hrs(4n));
   });
 
@@ -140,9 +140,9 @@ describe('HighWaterMarks', () => {
   it('never overlaps two writes of one chain, and ends durable at the highest mark', async () => {
     const storage = new SlowStorage();
     const marks = new HighWaterMarks(storage);
-    const raises = [marks.raise(CHAIN, hrs(1n)), marks.raise(CHAIN, hrs(3n))];
+    const raises = [marks.raiseDurably(CHAIN, hrs(1n)), marks.raiseDurably(CHAIN, hrs(3n))];
     marks.observe(CHAIN, hrs(4n));
-    raises.push(marks.raise(CHAIN, hrs(2n)), marks.raise('other', hrs(9n)));
+    raises.push(marks.raiseDurably(CHAIN, hrs(2n)), marks.raiseDurably('other', hrs(9n)));
     await Promise.all(raises);
     await waitFor(() => storage.durable.get(CHAIN)?.height === 4n);
     assert.equal(storage.overlaps, 0, 'one write per chain at a time');
@@ -159,15 +159,15 @@ describe('HighWaterMarks', () => {
     const storage = new SlowStorage();
     const marks = new HighWaterMarks(storage);
     storage.failNext = true;
-    await assert.rejects(marks.raise(CHAIN, hrs(5n)), /disk failed/);
+    await assert.rejects(marks.raiseDurably(CHAIN, hrs(5n)), /disk failed/);
     assert.equal(storage.durable.get(CHAIN), undefined);
-    await marks.raise(CHAIN, hrs(5n));
+    await marks.raiseDurably(CHAIN, hrs(5n));
     assert.deepEqual(storage.durable.get(CHAIN), hrs(5n));
   });
 
   it('writeHighWaterFile sets any mark, lower included (the operator reset)', async () => {
     const home = newHome();
-    await new HighWaterMarks(home).raise(CHAIN, hrs(50n));
+    await new HighWaterMarks(home).raiseDurably(CHAIN, hrs(50n));
     writeHighWaterFile(home, CHAIN, hrs(5n));
     assert.deepEqual(new HighWaterMarks(home).get(CHAIN), hrs(5n));
   });
