@@ -23,6 +23,7 @@ const SUITES: Record<string, () => Promise<Suite>> = {
   'single-node': async () => (await import('./single-node.bench.ts')).benchSingleNode,
   cluster: async () => (await import('./cluster.bench.ts')).benchCluster,
   'many-chains': async () => (await import('./many-chains.bench.ts')).benchManyChains,
+  'cluster-chains': async () => (await import('./cluster-chains.bench.ts')).benchClusterChains,
   failover: async () => (await import('./failover.bench.ts')).benchFailover,
 };
 

@@ -104,7 +104,7 @@ export interface Peers {
   control<T>(
     from: string,
     to: string,
-    answer: (target: Incarnation) => T,
+    answer: (target: Incarnation) => T | Promise<T>,
     deadlineMs: number,
   ): Promise<T | undefined>;
   /** a line for the history */

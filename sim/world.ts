@@ -261,7 +261,7 @@ export class World {
   #control<T>(
     from: string,
     to: string,
-    answer: (target: Incarnation) => T,
+    answer: (target: Incarnation) => T | Promise<T>,
     deadlineMs: number,
   ): Promise<T | undefined> {
     return new Promise<T | undefined>((resolve) => {
@@ -282,14 +282,15 @@ export class World {
       this.s.at(
         this.s.between(0, 2),
         () => {
-          let result: T;
-          try {
-            result = answer(target);
-          } catch {
-            return;
-          }
-          if (this.#cut.has(pair(from, to))) return;
-          this.s.at(this.s.between(0, 2), () => finish(result), senderOwner);
+          // The answer leaves once it is complete (a raise: once the mark is durable), unless the
+          // target crashed or the pair was cut meanwhile; a failure is no answer.
+          void (async () => answer(target))().then(
+            (result) => {
+              if (!target.owner.alive || this.#cut.has(pair(from, to))) return;
+              this.s.at(this.s.between(0, 2), () => finish(result), senderOwner);
+            },
+            () => undefined,
+          );
         },
         target.owner,
       );

@@ -219,7 +219,7 @@ export interface ForwardServerOptions {
    * node whatever its role; without it, control requests get "unknown chain" like on a node that
    * predates them
    */
-  control?(body: Uint8Array): ForwardOutcome;
+  control?(body: Uint8Array): Promise<ForwardOutcome>;
   maxInflightPerConnection?: number;
   /** bound on the TLS handshake of an incoming connection; default 5000 ms */
   handshakeTimeoutMs?: number;
@@ -308,8 +308,11 @@ export class ForwardServer {
       }
       for (const req of requests) {
         if (req.chainId === CONTROL_CHAIN_ID) {
-          // Answered now, ahead of any signing in progress: a heartbeat must not wait for etcd.
-          socket.write(encodeForwardReply(req.id, this.#control(req.body)));
+          // Answered apart from signing (and outside the in-flight bound: one small answer each):
+          // a heartbeat must not wait for etcd or the HSM.
+          void this.#control(req.body).then((outcome) => {
+            if (!socket.destroyed) socket.write(encodeForwardReply(req.id, outcome));
+          });
           continue;
         }
         if (inflight >= maxInflight) {
@@ -327,11 +330,12 @@ export class ForwardServer {
     socket.on('close', () => this.#sockets.delete(socket));
   }
 
-  #control(body: Uint8Array): ForwardOutcome {
+  /** The answer to a control request; never rejects (a failure is `failed`). */
+  async #control(body: Uint8Array): Promise<ForwardOutcome> {
     const control = this.#opts.control;
     if (control === undefined) return { status: 'unknown_chain' };
     try {
-      return control(body);
+      return await control(body);
     } catch (err) {
       this.#log.warn({ err: (err as Error).message }, 'forward: control request failed');
       return { status: 'failed' };

@@ -215,7 +215,7 @@ export class PeerQuorum {
       return false;
     }
     let raisedAbove: PeerMark[] = [];
-    for (const answer of answers) raisedAbove = raisedAbove.concat(this.#takeMarks(answer));
+    for (const answer of answers) raisedAbove = raisedAbove.concat(await this.#takeMarks(answer));
     if (this.#o.ballots.read() !== ballot) return false;
     if (raisedAbove.length > 0) {
       this.#log.warn(
@@ -228,15 +228,15 @@ export class PeerQuorum {
   }
 
   /** Raises this node's marks to `answer`'s (durably); returns the marks that were above ours. */
-  #takeMarks(answer: PeerMarks): PeerMark[] {
+  async #takeMarks(answer: PeerMarks): Promise<PeerMark[]> {
     const above: PeerMark[] = [];
     for (const m of answer.marks) {
       if (!this.#o.chains.includes(m.chainId)) continue;
       const own = this.#o.marks.get(m.chainId);
       if (own !== undefined && compareHRS(m, own) <= 0) continue;
-      this.#o.marks.raise(m.chainId, m);
       above.push(m);
     }
+    await Promise.all(above.map((m) => this.#o.marks.raiseDurably(m.chainId, m)));
     return above;
   }
 
@@ -259,8 +259,9 @@ export class PeerQuorum {
           'this node has seen: not signing from it',
       );
     }
-    this.#o.marks.raise(chainId, hrs);
-    // This node counts only while its promise is still its own ballot (it answered nobody since).
+    await this.#o.marks.raiseDurably(chainId, hrs);
+    // This node counts only while its promise is still its own ballot (it answered nobody since:
+    // an answer after this point carries the mark, raised in memory when the call above began).
     if (this.#o.ballots.read() !== ballot) {
       this.reset();
       throw new PeerQuorumError('peer marks: this node answered another leader’s ballot; collecting again');
@@ -326,9 +327,12 @@ export class PeerQuorum {
   }
 
   /** Answers another node's "raise": true once the mark is durable, false when refused. */
-  answerRaise(ballot: string, mark: PeerMark): boolean {
+  async answerRaise(ballot: string, mark: PeerMark): Promise<boolean> {
+    // The promise check and the in-memory raise (raiseDurably's first step) happen in one
+    // synchronous step: an answer to a later "marks?" carries the mark even while its write is
+    // in progress. The ack waits for the write.
     if (this.#o.ballots.read() !== ballot || !this.#o.chains.includes(mark.chainId)) return false;
-    this.#o.marks.raise(mark.chainId, mark);
+    await this.#o.marks.raiseDurably(mark.chainId, mark);
     return true;
   }
 }
@@ -412,7 +416,7 @@ export class PeerMarkedStore implements SignStateStore {
  * The forwarding server's answer to a control request (peer-wire.ts), on every node whatever its
  * role: marks and raises go to `quorum`, a heartbeat is answered at once.
  */
-export function answerControl(quorum: PeerQuorum, body: Uint8Array): ForwardOutcome {
+export async function answerControl(quorum: PeerQuorum, body: Uint8Array): Promise<ForwardOutcome> {
   const req = parseControlRequest(body);
   if (req === undefined) return { status: 'bad_request' };
   switch (req.kind) {
@@ -423,7 +427,7 @@ export function answerControl(quorum: PeerQuorum, body: Uint8Array): ForwardOutc
     case ControlKind.raise:
       return {
         status: 'ok',
-        body: quorum.answerRaise(req.ballot, req.mark) ? RAISE_ACCEPTED : RAISE_REFUSED,
+        body: (await quorum.answerRaise(req.ballot, req.mark)) ? RAISE_ACCEPTED : RAISE_REFUSED,
       };
   }
 }

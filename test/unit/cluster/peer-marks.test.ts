@@ -124,9 +124,9 @@ describe('peer-wire', () => {
 describe('PeerQuorum', () => {
   it('collect: a majority answers and the new leader raises its marks to the highest', async () => {
     const c = cluster(3);
-    c.node('n1').marks.raise(CHAIN, hrs(180));
-    c.node('n2').marks.raise(CHAIN, hrs(160));
-    c.node('n0').marks.raise(CHAIN, hrs(160));
+    await c.node('n1').marks.raiseDurably(CHAIN, hrs(180));
+    await c.node('n2').marks.raiseDurably(CHAIN, hrs(160));
+    await c.node('n0').marks.raiseDurably(CHAIN, hrs(160));
     c.down.add('n2');
     assert.equal(await c.node('n0').quorum.collect(), true);
     assert.deepEqual(c.node('n0').storage.read(CHAIN), hrs(180));
@@ -185,7 +185,7 @@ describe('PeerQuorum', () => {
   it('confirm refuses a state below this node’s mark', async () => {
     const c = cluster(3);
     const q = c.node('n0').quorum;
-    c.node('n1').marks.raise(CHAIN, hrs(50));
+    await c.node('n1').marks.raiseDurably(CHAIN, hrs(50));
     assert.equal(await q.collect(), true);
     await assert.rejects(q.confirm(q.ballot!, CHAIN, hrs(40)), StateRegressionError);
   });
@@ -198,11 +198,11 @@ describe('PeerQuorum', () => {
     assert.deepEqual(c.node('n0').storage.read(CHAIN), hrs(3));
   });
 
-  it('answers control requests from the wire', () => {
+  it('answers control requests from the wire', async () => {
     const c = cluster(3);
     const q = c.node('n0').quorum;
-    c.node('n0').marks.raise(CHAIN, hrs(9));
-    const marks = answerControl(q, encodeControlRequest({ kind: ControlKind.marks, ballot: 'x' }));
+    await c.node('n0').marks.raiseDurably(CHAIN, hrs(9));
+    const marks = await answerControl(q, encodeControlRequest({ kind: ControlKind.marks, ballot: 'x' }));
     assert.equal(marks.status, 'ok');
     assert.deepEqual(decodeMarksAnswer(marks.status === 'ok' ? marks.body : Uint8Array.of()), {
       nodeId: 'n0',
@@ -213,15 +213,19 @@ describe('PeerQuorum', () => {
         q,
         encodeControlRequest({ kind: ControlKind.raise, ballot, mark: { chainId, ...hrs(12) } }),
       );
-    assert.deepEqual(raise('y', CHAIN), { status: 'ok', body: Uint8Array.of(0) }, 'another ballot: refused');
     assert.deepEqual(
-      raise('x', 'not-served'),
+      await raise('y', CHAIN),
+      { status: 'ok', body: Uint8Array.of(0) },
+      'another ballot: refused',
+    );
+    assert.deepEqual(
+      await raise('x', 'not-served'),
       { status: 'ok', body: Uint8Array.of(0) },
       'unknown chain: refused',
     );
-    assert.deepEqual(raise('x', CHAIN), { status: 'ok', body: Uint8Array.of(1) });
+    assert.deepEqual(await raise('x', CHAIN), { status: 'ok', body: Uint8Array.of(1) });
     assert.deepEqual(c.node('n0').storage.read(CHAIN), hrs(12));
-    assert.deepEqual(answerControl(q, Uint8Array.of(42)), { status: 'bad_request' });
+    assert.deepEqual(await answerControl(q, Uint8Array.of(42)), { status: 'bad_request' });
   });
 });
 
