@@ -14,6 +14,7 @@ import { boundText } from '../cometbft/text.ts';
 import { compareHRS, type PrivvalMessage, type ProtocolVersion, type Timestamp } from '../cometbft/types.ts';
 import { verifySignature } from '../cometbft/verify.ts';
 import type { RequestHandler } from '../privval/handler.ts';
+import { NO_STAGES, type SignStage, type StageObserver } from '../stages.ts';
 import { NotLeaderError, StateMissingError, StateRegressionError, StateStoreError } from '../store/errors.ts';
 import type { SignState, SignStateStore } from '../store/types.ts';
 import {
@@ -47,6 +48,8 @@ export interface ChainGuardOptions {
   onAlarm?: (alarm: StateAlarm | undefined) => void;
   /** a monotonic clock in milliseconds (default `performance.now`) */
   now?: () => number;
+  /** receives the duration of each stage of a signing request (src/stages.ts) */
+  stages?: StageObserver;
 }
 
 /** Why this chain's state needs an operator, while it does. */
@@ -113,6 +116,7 @@ export class ChainGuard implements RequestHandler {
   private readonly onRecordFailure: ((reason: string) => void) | undefined;
   private readonly onAlarm: ((alarm: StateAlarm | undefined) => void) | undefined;
   private readonly now: () => number;
+  private readonly stages: StageObserver;
   /**
    * secp256k1 signatures are recorded durably before they are returned: ECDSA from an HSM is
    * randomised, so a retry must get the recorded signature back rather than a new one (peers
@@ -144,6 +148,7 @@ export class ChainGuard implements RequestHandler {
     this.onRecordFailure = options.onRecordFailure;
     this.onAlarm = options.onAlarm;
     this.now = options.now ?? (() => performance.now());
+    this.stages = options.stages ?? NO_STAGES;
   }
 
   get chainId(): string {
@@ -195,7 +200,13 @@ export class ChainGuard implements RequestHandler {
         const trace: Trace = {};
         const kind = request.kind === 'signVoteRequest' ? 'vote' : 'proposal';
         const refuse = kind === 'vote' ? refusedVote : refusedProposal;
-        return this.process(kind, refuse, trace, () => this.mutex.run(() => this.sign(request, trace)));
+        const queued = this.now();
+        return this.process(kind, refuse, trace, () =>
+          this.mutex.run(() => {
+            this.stage('queue', queued);
+            return this.sign(request, trace);
+          }),
+        );
       }
       case 'signBytesRequest':
         // v1.0 SignBytes signs arbitrary bytes as they are, with no HRS check. With a validator
@@ -241,8 +252,17 @@ export class ChainGuard implements RequestHandler {
       result = { outcome: 'retry', code: 'signature_invalid', reason: describe(err) };
       reply = tryAgain();
     }
-    this.report(kind, result, trace, this.now() - start);
+    const reported = this.now();
+    this.report(kind, result, trace, reported - start);
+    if (kind === 'vote' || kind === 'proposal') this.stage('report', reported);
     return reply;
+  }
+
+  /** Observes the time since `since` as `stage`; returns the current time. */
+  private stage(stage: SignStage, since: number): number {
+    const now = this.now();
+    this.stages.observe(stage, now - since);
+    return now;
   }
 
   private async pubKey(chainId: string): Promise<Result> {
@@ -268,7 +288,9 @@ export class ChainGuard implements RequestHandler {
   private async sign(request: SignRequest, trace: Trace): Promise<Result> {
     let last = await this.usableState();
     for (let attempt = 0; attempt < MAX_RESERVE_ATTEMPTS; attempt++) {
+      const decideStart = this.now();
       const verdict = decide(last, request, this.rules);
+      this.stage('decide', decideStart);
       traceVerdict(trace, request, verdict);
       switch (verdict.action) {
         case 'refuse':
@@ -289,11 +311,16 @@ export class ChainGuard implements RequestHandler {
     throw new Retry('contention', `state still changing after ${MAX_RESERVE_ATTEMPTS} reservation attempts`);
   }
 
-  /** The new reservation is durable: sign exactly its bytes, record, reply. */
+  /**
+   * The new reservation is durable: sign exactly its bytes, wait for what must be durable before
+   * a signature may be returned (the store started it with the reservation, so it overlapped the
+   * signing), record, reply.
+   */
   private async signNew(verdict: Extract<Verdict, { action: 'reserve' }>, trace: Trace): Promise<Result> {
     const { next } = verdict;
     const signature = await this.hsmSign(next.signBytes, trace);
     const extensionSignature = await this.signExtension(next.extensionSignBytes, trace);
+    await this.readyToReturn(next);
     await this.record(next, signature);
     return { outcome: 'signed', reply: signedReply(verdict.reply, signature, extensionSignature) };
   }
@@ -309,11 +336,11 @@ export class ChainGuard implements RequestHandler {
     verdict: Extract<Verdict, { action: 'sign_reserved' }>,
   ): Promise<Result> {
     let signature = verdict.recorded;
-    if (!this.verifies(verdict.signBytes, signature)) {
-      signature = await this.hsmSign(verdict.signBytes, {});
-      await this.record(last, signature);
-    }
+    const recorded = this.verifies(verdict.signBytes, signature);
+    if (!recorded) signature = await this.hsmSign(verdict.signBytes, {});
     const extensionSignature = await this.signExtension(verdict.extensionSignBytes, {});
+    await this.readyToReturn(last);
+    if (!recorded) await this.record(last, signature);
     return {
       outcome: verdict.outcome,
       reply: signedReply(verdict.reply, signature, extensionSignature, verdict.timestamp),
@@ -322,8 +349,10 @@ export class ChainGuard implements RequestHandler {
 
   /** The store's compare-and-set; its failures become retries (and alarms for unusable state). */
   private async reserve(expected: SignState, next: SignState) {
+    const start = this.now();
     try {
       const result = await this.store.reserve(this.rules.chainId, expected, next);
+      this.stage('reserve', start);
       this.setAlarm(undefined);
       return result;
     } catch (err) {
@@ -341,10 +370,12 @@ export class ChainGuard implements RequestHandler {
    * reported.
    */
   private async record(reserved: SignState, signature: Uint8Array): Promise<void> {
+    const start = this.now();
     try {
       await this.store.recordSignature(this.rules.chainId, reserved, signature, {
         durable: this.durableRecords,
       });
+      this.stage('record', start);
     } catch (err) {
       if (this.durableRecords) throw new Retry('record_failed', `signature not recorded: ${describe(err)}`);
       try {
@@ -358,6 +389,21 @@ export class ChainGuard implements RequestHandler {
     if (s !== undefined && compareHRS(s, reserved) === 0 && bytesEqual(s.signBytes, reserved.signBytes)) {
       this.state = { ...s, signature };
     }
+  }
+
+  /**
+   * Waits until the store holds durably everything a returned signature over `reserved` relies
+   * on (reserve-before-sign covers the reservation itself; see SignStateStore.readyToReturn).
+   * Its failure is a retry: the signature is not returned.
+   */
+  private async readyToReturn(reserved: SignState): Promise<void> {
+    const start = this.now();
+    try {
+      await this.store.readyToReturn(this.rules.chainId, reserved);
+    } catch (err) {
+      throw this.storeFailure(err, 'making the reservation durable before returning its signature');
+    }
+    this.stage('seal', start);
   }
 
   /** The known state, re-read from the store while it is missing or alarmed. */
@@ -433,16 +479,18 @@ export class ChainGuard implements RequestHandler {
   private async hsmSign(bytes: Uint8Array, trace: Trace): Promise<Uint8Array> {
     const start = this.now();
     let signature: Uint8Array;
+    let signed = start;
     try {
       signature = await this.signer.sign(bytes);
     } catch (err) {
       throw new Retry('signer_failed', `signer failed: ${describe(err)}`);
     } finally {
-      trace.hsmMs = (trace.hsmMs ?? 0) + (this.now() - start);
+      signed = this.stage('hsm', start);
+      trace.hsmMs = (trace.hsmMs ?? 0) + (signed - start);
     }
-    if (!this.verifies(bytes, signature)) {
-      throw new Retry('signature_invalid', 'signature from the signer failed verification');
-    }
+    const verified = this.verifies(bytes, signature);
+    this.stage('verify', signed);
+    if (!verified) throw new Retry('signature_invalid', 'signature from the signer failed verification');
     return signature;
   }
 

@@ -300,6 +300,9 @@ export class EtcdSignStateStore implements SignStateStore {
     this.#afterFailure(chainId, token, res);
   }
 
+  /** The high-water mark is raised durably inside `reserve`, before it resolves: nothing to wait for. */
+  async readyToReturn(): Promise<void> {}
+
   async close(): Promise<void> {
     this.#cache.clear();
   }

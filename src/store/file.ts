@@ -291,6 +291,9 @@ export class FileSignStateStore implements SignStateStore {
     });
   }
 
+  /** Both files are written before `reserve` resolves: nothing to wait for. */
+  async readyToReturn(): Promise<void> {}
+
   /**
    * Creates the state of a chain that has none (`cometkms state init`, or `state import` of a
    * chain without state). Refuses when either of the chain's files exists, whatever it holds:

@@ -290,6 +290,7 @@ export class ClusterNode implements AdminRuntime {
         onDecision: this.decisions.record,
         onRecordFailure: this.decisions.recordFailure(chain.id),
         onAlarm: this.decisions.stateAlarm(chain.id),
+        stages: this.metrics.stages,
       });
       this.chains.push({ config: chain, guard, address: keyAddress(signers[i]!.pubKey), validators: [] });
     }
@@ -374,6 +375,7 @@ export class ClusterNode implements AdminRuntime {
         leadership: this,
         forwarder,
         onForward: (result) => this.metrics.forwarded(result),
+        stages: this.metrics.stages,
       });
       c.validators.push(...createDialers(c.config, handler, identity, this.metrics, this.log));
     }

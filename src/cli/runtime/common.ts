@@ -216,6 +216,7 @@ export function createDialers(
       identity,
       handler,
       logger: log.child({ chainId: chain.id }),
+      stages: metrics.stages,
     });
     dialer.on('connect', () => {
       metrics.validatorConnected(chain.id, v.addr, true);

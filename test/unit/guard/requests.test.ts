@@ -93,6 +93,25 @@ describe('ChainGuard requests other than signing', () => {
     assert.ok((d.hsmMs ?? 0) > 0);
   });
 
+  it('reports each stage of a signing request once, in path order, timed by its clock', async () => {
+    let clock = 0;
+    const seen: Array<[string, number]> = [];
+    const fx = await makeGuard({
+      now: () => (clock += 1),
+      stages: { observe: (stage, ms) => seen.push([stage, ms]) },
+    });
+    // a v0.38 non-nil precommit: the vote and its extension are both signed (and verified)
+    await fx.guard.handle(voteRequest(vote({ type: 2, height: 12n })));
+    assert.deepEqual(
+      seen.map(([stage]) => stage),
+      ['queue', 'decide', 'reserve', 'hsm', 'verify', 'hsm', 'verify', 'seal', 'record', 'report'],
+    );
+    for (const [stage, ms] of seen) assert.ok(ms > 0, `${stage} took clock time`);
+    seen.length = 0;
+    await fx.guard.handle({ kind: 'pubKeyRequest', chainId: CHAIN_ID });
+    assert.deepEqual(seen, [], 'only signing requests are staged');
+  });
+
   it('is not disturbed by an observer that throws', async () => {
     const guard = new ChainGuard({
       chainId: CHAIN_ID,
