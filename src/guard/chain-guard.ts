@@ -1,5 +1,4 @@
-import { sha256 } from '@noble/hashes/sha2.js';
-import { bytesToHex } from '@noble/hashes/utils.js';
+import { createHash } from 'node:crypto';
 import { bytesEqual } from '../cometbft/bytes.ts';
 import { validatorAddress } from '../cometbft/keys.ts';
 import {
@@ -12,7 +11,7 @@ import {
 } from '../cometbft/replies.ts';
 import { boundText } from '../cometbft/text.ts';
 import { compareHRS, type PrivvalMessage, type ProtocolVersion, type Timestamp } from '../cometbft/types.ts';
-import { verifySignature } from '../cometbft/verify.ts';
+import { verifySignature, verifySignatureAsync } from '../cometbft/verify.ts';
 import type { RequestHandler } from '../privval/handler.ts';
 import { NO_STAGES, type SignStage, type StageObserver } from '../stages.ts';
 import { NotLeaderError, StateMissingError, StateRegressionError, StateStoreError } from '../store/errors.ts';
@@ -318,8 +317,11 @@ export class ChainGuard implements RequestHandler {
    */
   private async signNew(verdict: Extract<Verdict, { action: 'reserve' }>, trace: Trace): Promise<Result> {
     const { next } = verdict;
-    const signature = await this.hsmSign(next.signBytes, trace);
-    const extensionSignature = await this.signExtension(next.extensionSignBytes, trace);
+    const [signature, extensionSignature] = await this.signBoth(
+      next.signBytes,
+      next.extensionSignBytes,
+      trace,
+    );
     await this.readyToReturn(next);
     await this.record(next, signature);
     return { outcome: 'signed', reply: signedReply(verdict.reply, signature, extensionSignature) };
@@ -336,9 +338,17 @@ export class ChainGuard implements RequestHandler {
     verdict: Extract<Verdict, { action: 'sign_reserved' }>,
   ): Promise<Result> {
     let signature = verdict.recorded;
+    let extensionSignature: Uint8Array;
     const recorded = this.verifies(verdict.signBytes, signature);
-    if (!recorded) signature = await this.hsmSign(verdict.signBytes, {});
-    const extensionSignature = await this.signExtension(verdict.extensionSignBytes, {});
+    if (recorded) {
+      extensionSignature = await this.signExtension(verdict.extensionSignBytes, {});
+    } else {
+      [signature, extensionSignature] = await this.signBoth(
+        verdict.signBytes,
+        verdict.extensionSignBytes,
+        {},
+      );
+    }
     await this.readyToReturn(last);
     if (!recorded) await this.record(last, signature);
     return {
@@ -475,22 +485,59 @@ export class ChainGuard implements RequestHandler {
     return bytes.length === 0 ? EMPTY : this.hsmSign(bytes, trace);
   }
 
+  /**
+   * Signs `bytes` and the extension sign bytes, when there are any, and verifies both. The token
+   * signs the extension while the first signature is verified on the thread pool, so a v0.38
+   * precommit has two HSM signatures but only one verification on its critical path. Signing
+   * the extension bytes before the first signature is verified is safe: they are reserved with
+   * it, and nothing is returned unless both verify.
+   */
+  private async signBoth(
+    bytes: Uint8Array,
+    extensionBytes: Uint8Array,
+    trace: Trace,
+  ): Promise<[Uint8Array, Uint8Array]> {
+    if (extensionBytes.length === 0) return [await this.hsmSign(bytes, trace), EMPTY];
+    const start = this.now();
+    const first = this.signer.sign(bytes);
+    // Queued behind the first on the signer; awaited below unless the first fails.
+    const second = this.signer.sign(extensionBytes);
+    second.catch(() => undefined);
+    const signature = await this.signed(first, start, trace);
+    const verifyStart = this.now();
+    const verified = verifySignatureAsync(this.signer.pubKey, bytes, signature).then((valid) => {
+      this.stage('verify', verifyStart);
+      return valid;
+    });
+    const extensionSignature = await this.signed(second, verifyStart, trace);
+    if (!(await verified)) throw invalidSignature();
+    return [signature, this.verified(extensionBytes, extensionSignature)];
+  }
+
   /** Signs in the HSM and verifies here too (defence in depth). Any failure: try again. */
   private async hsmSign(bytes: Uint8Array, trace: Trace): Promise<Uint8Array> {
     const start = this.now();
-    let signature: Uint8Array;
-    let signed = start;
+    return this.verified(bytes, await this.signed(this.signer.sign(bytes), start, trace));
+  }
+
+  /** The signature `op` yields (its failure is a retry), timed as stage `hsm` from `since`. */
+  private async signed(op: Promise<Uint8Array>, since: number, trace: Trace): Promise<Uint8Array> {
     try {
-      signature = await this.signer.sign(bytes);
+      return await op;
     } catch (err) {
       throw new Retry('signer_failed', `signer failed: ${describe(err)}`);
     } finally {
-      signed = this.stage('hsm', start);
-      trace.hsmMs = (trace.hsmMs ?? 0) + (signed - start);
+      const now = this.stage('hsm', since);
+      trace.hsmMs = (trace.hsmMs ?? 0) + (now - since);
     }
-    const verified = this.verifies(bytes, signature);
-    this.stage('verify', signed);
-    if (!verified) throw new Retry('signature_invalid', 'signature from the signer failed verification');
+  }
+
+  /** `signature` once it verifies over `bytes` under the key; otherwise a retry. */
+  private verified(bytes: Uint8Array, signature: Uint8Array): Uint8Array {
+    const start = this.now();
+    const valid = this.verifies(bytes, signature);
+    this.stage('verify', start);
+    if (!valid) throw invalidSignature();
     return signature;
   }
 
@@ -519,7 +566,9 @@ export class ChainGuard implements RequestHandler {
       decision.code = result.code;
       decision.reason = result.reason;
     }
-    if (trace.signBytes !== undefined) decision.signBytesSha256 = bytesToHex(sha256(trace.signBytes));
+    if (trace.signBytes !== undefined) {
+      decision.signBytesSha256 = createHash('sha256').update(trace.signBytes).digest('hex');
+    }
     if (trace.hsmMs !== undefined) decision.hsmMs = trace.hsmMs;
     try {
       this.onDecision(decision);
@@ -573,6 +622,10 @@ function signedReply(
     kind: 'signedProposalResponse',
     proposal: { ...proposal, timestamp: timestamp ?? proposal.timestamp, signature },
   };
+}
+
+function invalidSignature(): Retry {
+  return new Retry('signature_invalid', 'signature from the signer failed verification');
 }
 
 function describe(err: unknown): string {

@@ -8,11 +8,12 @@
  * Write path. A reservation is one record appended with one pwrite and one fdatasync, durable
  * before `reserve` resolves (reserve before sign). The file never changes size after it was
  * created and zero-filled, so that fdatasync flushes data only. The seal is then rewritten
- * (pwrite, fdatasync on the thread pool) while the HSM signs, and `readyToReturn` waits for it
- * before the signature may leave the process. An ed25519 signature is kept in memory and
- * written only at close (a later reservation supersedes it); a secp256k1 one is appended at
- * once (durable). Nothing else on the reply path waits for a disk: compaction prepares its new
- * segment (zero-filled, fsynced) in the background and switches to it between requests.
+ * (pwrite, fdatasync) on the next turn of the event loop, while the HSM signs on the thread
+ * pool, and `readyToReturn` makes sure it is durable before the signature may leave the
+ * process. An ed25519 signature is kept in memory and written only at close (a later
+ * reservation supersedes it); a secp256k1 one is appended at once (durable). Nothing else on the
+ * reply path waits for a disk: compaction prepares its new segment (zero-filled, fsynced) in the
+ * background and switches to it between requests.
  *
  * Crash recovery. Records are written one at a time, each made durable before the next, so after
  * a crash or power loss at any moment the log holds every acknowledged record followed by at most
@@ -65,7 +66,6 @@ import { randomBytes } from 'node:crypto';
 import {
   type BigIntStats,
   closeSync,
-  fdatasync,
   fdatasyncSync,
   fstatSync,
   fsyncSync,
@@ -300,8 +300,8 @@ interface ChainLog {
   mustSeal: bigint;
   /** the seal on disk (durable) */
   seal: { seq: bigint; slot: 0 | 1; generation: bigint; crc: number };
-  /** the seal write in flight, if any (it rejects when the write fails) */
-  sealing: Promise<void> | undefined;
+  /** the seal write scheduled for the next turn of the event loop, if any */
+  sealSoon: NodeJS.Immediate | undefined;
   /** a signature recorded in memory only (ed25519), over `last.state`'s bytes */
   signature: Uint8Array | undefined;
   logStamp: FileStamp;
@@ -401,9 +401,9 @@ export class FileSignStateStore implements SignStateStore {
       if (chain === undefined) throw this.#missing(chainId);
       if (!holds(chain, expected)) return { ok: false, current: stateOf(chain) };
       // At most one reservation is ever unsealed (the module comment's rule 2 and its lag bound).
-      await this.#ensureSealed(chain);
+      this.#sealNow(chain);
       await this.#append(chain, RecordKind.Reservation, next);
-      this.#startSeal(chain);
+      this.#sealSoon(chain);
       return { ok: true };
     });
   }
@@ -432,20 +432,16 @@ export class FileSignStateStore implements SignStateStore {
 
   /**
    * Resolves once the seal names the chain's newest reservation (module comment, rule 2): at once
-   * when it does, else when the seal write started with the reservation is durable (it overlapped
-   * the HSM signature), else after writing it now. Throws when the seal cannot be written.
+   * when the seal written after the reservation (while the HSM signed) is durable, else after
+   * writing it now. Throws when the seal cannot be written.
    */
   async readyToReturn(chainId: string): Promise<void> {
     const chain = this.#chains.get(chainId);
-    if (chain !== undefined) {
-      if (chain.seal.generation >= chain.mustSeal) return;
-      if (chain.sealing !== undefined) await chain.sealing;
-      if (chain.seal.generation >= chain.mustSeal) return;
-    }
+    if (chain !== undefined && chain.seal.generation >= chain.mustSeal) return;
     await this.#exclusive(chainId, async () => {
       const current = await this.#current(chainId);
       if (current === undefined) throw this.#missing(chainId);
-      await this.#ensureSealed(current);
+      this.#sealNow(current);
     });
   }
 
@@ -536,7 +532,7 @@ export class FileSignStateStore implements SignStateStore {
                 signature: chain.signature,
               });
             }
-            await settled(chain.sealing);
+            this.#cancelSeal(chain);
             if (chain.seal.generation < chain.last.generation) this.#writeSealSync(chain);
           }
         } finally {
@@ -636,7 +632,7 @@ export class FileSignStateStore implements SignStateStore {
                 generation: sealNow.generation,
                 crc: sealNow.crc,
               },
-        sealing: undefined,
+        sealSoon: undefined,
         signature: undefined,
         logStamp: stampOf(fstatSync(logFd, { bigint: true })),
         sealStamp: stampOf(fstatSync(sealFd, { bigint: true })),
@@ -713,8 +709,7 @@ export class FileSignStateStore implements SignStateStore {
   }
 
   async #closeFiles(chain: ChainLog): Promise<void> {
-    // An fdatasync may still run on the seal's descriptor: close it only after that.
-    await settled(chain.sealing);
+    this.#cancelSeal(chain);
     closeSync(chain.logFd);
     closeSync(chain.sealFd);
   }
@@ -726,7 +721,9 @@ export class FileSignStateStore implements SignStateStore {
    * unknown: the chain is closed and its next call verifies the files from scratch.
    */
   async #append(chain: ChainLog, kind: RecordKind, state: SignState): Promise<void> {
-    this.#assertUntouched(chain);
+    // The seal is checked before its own writes: a replaced seal stops the chain there, before
+    // any signature over this record could be returned.
+    this.#assertUntouched(chain, 'log');
     const length = recordLength(state);
     if (chain.end + length > chain.size)
       await this.#switchSegment(chain, this.#createSpareSync(chain, length));
@@ -751,39 +748,34 @@ export class FileSignStateStore implements SignStateStore {
   }
 
   /**
-   * Writes the seal of the chain's last record: pwrite now, fdatasync on the thread pool (it
-   * overlaps the HSM signature); `sealing` settles when it is durable. Never throws: a failure
-   * rejects `sealing`, and readyToReturn (or the next reservation) sees it.
+   * Seals the reservation just appended on the next turn of the event loop: by then the guard has
+   * handed the reservation to the HSM, whose signature runs on the thread pool meanwhile, so the
+   * seal's pwrite and fdatasync cost the reply nothing while the HSM is the slower of the two.
+   * A failure is left for readyToReturn (or the next call of the chain), which writes it again
+   * and reports it.
    */
-  #startSeal(chain: ChainLog): void {
-    const next = {
-      seq: chain.seal.seq + 1n,
-      slot: (1 - chain.seal.slot) as 0 | 1,
-      generation: chain.last.generation,
-      crc: chain.last.crc,
-    };
-    let sealing: Promise<void>;
-    try {
-      this.#writeSealSlot(chain, next);
-      sealing = new Promise<void>((resolve, reject) => {
-        fdatasync(chain.sealFd, (err) => {
-          if (err) {
-            reject(err);
-            return;
-          }
-          chain.seal = next;
-          resolve();
-        });
-      });
-    } catch (err) {
-      sealing = Promise.reject(err);
-    }
-    // Observed by readyToReturn or the next reservation; never an unhandled rejection.
-    sealing.catch(() => undefined);
-    chain.sealing = sealing;
-    void settled(sealing).then(() => {
-      if (chain.sealing === sealing) chain.sealing = undefined;
+  #sealSoon(chain: ChainLog): void {
+    chain.sealSoon ??= setImmediate(() => {
+      chain.sealSoon = undefined;
+      if (this.#chains.get(chain.chainId) !== chain) return;
+      try {
+        this.#sealNow(chain);
+      } catch {
+        // readyToReturn tries again and reports it
+      }
     });
+  }
+
+  #cancelSeal(chain: ChainLog): void {
+    if (chain.sealSoon === undefined) return;
+    clearImmediate(chain.sealSoon);
+    chain.sealSoon = undefined;
+  }
+
+  /** Makes the seal name the newest reservation now, if it does not (synchronous I/O; throws). */
+  #sealNow(chain: ChainLog): void {
+    this.#cancelSeal(chain);
+    if (chain.seal.generation < chain.mustSeal) this.#writeSealSync(chain);
   }
 
   /** Writes the seal of the chain's last record and waits until it is durable (synchronous I/O). */
@@ -800,21 +792,10 @@ export class FileSignStateStore implements SignStateStore {
   }
 
   #writeSealSlot(chain: ChainLog, next: { seq: bigint; slot: 0 | 1; generation: bigint; crc: number }): void {
-    // The log was checked by the write this seal follows.
     this.#assertUntouched(chain, 'seal');
     encodeSeal(this.#sealBuffer, chain.tag, { ...next, ...hrsOf(chain.last.state) });
     writeAll(chain.sealFd, this.#sealBuffer, next.slot * SLOT_BYTES);
-    // The modification time changes with the write: take the new stamp now, so the next check
-    // (which may come before the fdatasync returns) does not mistake our own write for another's.
     chain.sealStamp = stampOf(fstatSync(chain.sealFd, { bigint: true }));
-  }
-
-  /** Waits until the seal names the newest reservation, writing it if no write is in flight. */
-  async #ensureSealed(chain: ChainLog): Promise<void> {
-    if (chain.seal.generation >= chain.mustSeal) return;
-    await settled(chain.sealing);
-    if (chain.seal.generation >= chain.mustSeal) return;
-    this.#writeSealSync(chain);
   }
 
   /**
@@ -823,9 +804,9 @@ export class FileSignStateStore implements SignStateStore {
    * that got around the home lock. Overwriting it would hide that; reading it again here could
    * take a state this process never checked. A restart re-verifies the files from scratch.
    */
-  #assertUntouched(chain: ChainLog, files: 'both' | 'seal' = 'both'): void {
+  #assertUntouched(chain: ChainLog, files: 'both' | 'log' | 'seal' = 'both'): void {
     const log = files === 'seal' || sameStamp(statStamp(chain.paths.log), chain.logStamp);
-    const seal = sameStamp(statStamp(chain.paths.seal), chain.sealStamp);
+    const seal = files === 'log' || sameStamp(statStamp(chain.paths.seal), chain.sealStamp);
     if (log && seal) return;
     this.#tamper(chain, [log ? [] : [chain.paths.log], seal ? [] : [chain.paths.seal]].flat().join(' and '));
   }
@@ -922,7 +903,7 @@ export class FileSignStateStore implements SignStateStore {
   async #switchSegment(chain: ChainLog, spare: Spare): Promise<void> {
     let owned: Spare | undefined = spare;
     try {
-      await this.#ensureSealed(chain);
+      this.#sealNow(chain);
       this.#assertUntouched(chain);
       const salt = randomBytes(16);
       const previousSeal: SealRef = { generation: chain.seal.generation, crc: chain.seal.crc };
@@ -1040,15 +1021,6 @@ function openIfExists(path: string): number | undefined {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
     throw err;
   }
-}
-
-/** Resolves when `p` settles, whichever way (undefined: at once). */
-async function settled(p: Promise<unknown> | undefined): Promise<void> {
-  if (p === undefined) return;
-  await p.then(
-    () => undefined,
-    () => undefined,
-  );
 }
 
 /**

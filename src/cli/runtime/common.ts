@@ -81,7 +81,7 @@ export class DecisionSink {
     this.audit?.record(d);
     if (d.outcome === 'refused' || d.outcome === 'retry') {
       this.log.warn(decisionLogFields(d), `${d.kind} ${d.outcome}`);
-    } else {
+    } else if (this.log.isLevelEnabled('debug')) {
       this.log.debug(decisionLogFields(d), `${d.kind} ${d.outcome}`);
     }
   };

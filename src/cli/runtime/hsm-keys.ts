@@ -7,11 +7,15 @@ import type { ChainSection } from '../../config/types.ts';
 import type { Hsm, HsmSigner } from '../../pkcs11/hsm.ts';
 import { PIN_ENV } from '../../pkcs11/pin.ts';
 
-/** The signer of every chain, in config order; throws on the first chain whose key is unusable. */
+/**
+ * The signer of every chain, in config order; throws on the first chain whose key is unusable.
+ * They are the guards' signers, and a guard verifies every signature before it returns it
+ * (SECURITY.md protection 6), so the PKCS#11 layer does not verify it a second time.
+ */
 export function findChainSigners(hsm: Hsm, chains: ChainSection[]): HsmSigner[] {
   return chains.map((chain) => {
     try {
-      return hsm.signer(chain.key_label, chain.key_type);
+      return hsm.signer(chain.key_label, chain.key_type, { verifiedByCaller: true });
     } catch (err) {
       throw new Error(
         `chain ${JSON.stringify(chain.id)}: key_label ${JSON.stringify(chain.key_label)} ` +
