@@ -1,5 +1,6 @@
 import { pathToFileURL } from 'node:url';
 import { Step } from '../src/cometbft/types.ts';
+import { Etcd3Port } from '../src/ports/etcd3.ts';
 import { encodeSignState, etcdKeys, fencingCompares } from '../src/store/etcd.ts';
 import type { SignState } from '../src/store/types.ts';
 import {
@@ -104,24 +105,24 @@ export async function benchEtcd(): Promise<BenchResult[]> {
     {
       const { nodes, leader } = await electedTrio(cluster, 'bench-txn/');
       try {
-        const client = leader.clients.client;
+        const client = new Etcd3Port(leader.clients.client);
         const token = leader.leadership.token!;
         const leaderKey = etcdKeys.leader('bench-txn/');
         const stateKey = etcdKeys.state('bench-txn/', CHAIN);
-        let rev = (await client.kv.put({ key: stateKey, value: encodeSignState(vote(0n)) })).header.revision;
+        let rev = (
+          await leader.clients.client.kv.put({ key: Buffer.from(stateKey), value: encodeSignState(vote(0n)) })
+        ).header.revision;
         const ms: number[] = [];
         for (let i = 1; i <= SAMPLES; i++) {
           const t0 = performance.now();
-          const res = await client.kv.txn({
-            compare: [
-              ...fencingCompares(leaderKey, token),
-              { key: stateKey, target: 'Mod', result: 'Equal', mod_revision: rev },
-            ],
-            success: [{ request_put: { key: stateKey, value: encodeSignState(vote(BigInt(i))) } }],
+          const res = await client.txn({
+            compare: [...fencingCompares(leaderKey, token), { key: stateKey, target: 'mod', revision: rev }],
+            success: [{ op: 'put', key: stateKey, value: encodeSignState(vote(BigInt(i))) }],
+            failure: [],
           });
           ms.push(performance.now() - t0);
           if (!res.succeeded) throw new Error('bench: fenced transaction failed');
-          rev = res.header.revision;
+          rev = res.revision;
         }
         results.push(...latencies('etcd.fenced_txn', ms, `${SAMPLES} sequential, 3 members, fsync on`));
       } finally {

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything CometKMS needs on Debian 12: Debian packages (SoftHSM2, etcd, openssl,
-# and for the tests Chromium, for the status-page browser test, and Prometheus, for promtool)
-# when missing, then the npm packages from the lockfile. `install-deps.sh demo` skips what only
-# the tests need.
+# and for the tests Chromium, for the status-page browser test, Prometheus, for promtool, and
+# pkcs11-spy, libfaketime and gcc, for the chaos harness) when missing, then the npm packages
+# from the lockfile. `install-deps.sh demo` skips what only the tests need.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 purpose="${1:-test}"
@@ -16,6 +16,12 @@ need_promtool=no
 if [ "$purpose" = test ]; then
   command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
   command -v promtool >/dev/null 2>&1 || need_promtool=yes
+  # The chaos harness: pkcs11-spy (its HSM-level witness), libfaketime (clock jumps), and a C
+  # compiler for its PKCS#11 fault shim.
+  [ -e /usr/lib/x86_64-linux-gnu/pkcs11-spy.so ] || need_apt+=(opensc-pkcs11)
+  [ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1 ] || need_apt+=(faketime)
+  command -v gcc >/dev/null 2>&1 || need_apt+=(gcc)
+  [ -e /usr/include/dlfcn.h ] || need_apt+=(libc6-dev)
 fi
 if [ "${#need_apt[@]}" -gt 0 ] || [ "$need_promtool" = yes ]; then
   if [ "$(id -u)" -ne 0 ]; then

@@ -1,6 +1,8 @@
 import { EventEmitter } from 'node:events';
 import { performance } from 'node:perf_hooks';
-import type { Etcd3, IKeyValue, IRangeResponse, Watcher } from 'etcd3';
+import { type Clock, systemClock, type Timer } from '../ports/clock.ts';
+import type { EtcdKv, EtcdPort, EtcdWatch, KeepaliveAnswer } from '../ports/etcd.ts';
+import { type EtcdClientLike, toEtcdPort } from '../ports/etcd3.ts';
 import {
   type EtcdCallObserver,
   etcdKeys,
@@ -26,9 +28,9 @@ export interface LeadershipLogger {
 
 export interface LeadershipOptions {
   /** client over all members: campaigns, watch, lease grant and revoke */
-  client: Etcd3;
+  client: EtcdClientLike;
   /** one single-member client per endpoint; keepalives go to all at once. Default: [client] */
-  members?: Etcd3[];
+  members?: EtcdClientLike[];
   /** key prefix, e.g. "cometkms/" */
   prefix: string;
   nodeId: string;
@@ -46,6 +48,8 @@ export interface LeadershipOptions {
    * `lease_keepalive` once per member and tick), e.g. for metrics
    */
   observer?: EtcdCallObserver;
+  /** wall clock and timers (default: the system's; the simulator passes simulated time) */
+  clock?: Clock;
 }
 
 const silent: LeadershipLogger = { info() {}, warn() {} };
@@ -79,24 +83,33 @@ interface PreferredHint {
  * Followers watch the leader key and campaign when it is deleted; they also campaign every TTL/4
  * (a failed campaign is a read) so that a stalled watch stream cannot leave them waiting.
  *
+ * As a state machine: the state is (lease, token, known leader, leader-key revision, a deferred
+ * campaign's timer); its inputs are the tick (every TTL/4: keepalive, then a polling campaign
+ * while following), watch events on the leader key, `stepDown`, `resign`/`transferTo`, and the
+ * answers of the etcd calls those make. Inputs that change the state run one at a time on a
+ * queue. Time comes only from the `clock` port and etcd only from the `EtcdPort`, so the
+ * deterministic simulator drives the very same class. A follower-side timer (e.g. one watching
+ * the leader's liveness) belongs in `#tick`, next to the polling campaign.
+ *
  * Events: 'leader' (token), 'follower' (LeaderInfo | undefined; also when the leader changes),
  * 'change' (after any change of role or leader).
  */
 export class Leadership extends EventEmitter implements LeadershipFence {
-  readonly #client: Etcd3;
-  readonly #members: Etcd3[];
+  readonly #client: EtcdPort;
+  readonly #members: EtcdPort[];
   readonly #nodeId: string;
   readonly #advertise: string;
   /** the leader key value this node writes */
   readonly #value: string;
-  readonly #leaderKey: Buffer;
-  readonly #preferredKey: Buffer;
+  readonly #leaderKey: string;
+  readonly #preferredKey: string;
   readonly #ttlMs: number;
   readonly #ttlS: number;
   readonly #keepaliveTimeoutMs: number;
   readonly #preferDelayMs: number;
   readonly #log: LeadershipLogger;
   readonly #observer: EtcdCallObserver | undefined;
+  readonly #clock: Clock;
 
   #running = false;
   #leaseId: string | undefined;
@@ -106,10 +119,9 @@ export class Leadership extends EventEmitter implements LeadershipFence {
   #leader: LeaderInfo | undefined;
   /** mod revision of the leader key our view reflects; older watch events are ignored */
   #leaderRev = 0n;
-  #watcher: Watcher | undefined;
-  #keepaliveTimer: NodeJS.Timeout | undefined;
-  #campaignTimer: NodeJS.Timeout | undefined;
-  #deferredCampaign: NodeJS.Timeout | undefined;
+  #watcher: EtcdWatch | undefined;
+  #ticker: Timer | undefined;
+  #deferredCampaign: Timer | undefined;
   #pollQueued = false;
   /**
    * whether the last queued step failed: a failing step is logged when it starts failing and
@@ -124,8 +136,9 @@ export class Leadership extends EventEmitter implements LeadershipFence {
     if (!Number.isInteger(opts.leaseTtlS) || opts.leaseTtlS < 1) {
       throw new Error(`cluster: lease_ttl_s must be a whole number ≥ 1, got ${opts.leaseTtlS}`);
     }
-    this.#client = opts.client;
-    this.#members = opts.members ?? [opts.client];
+    this.#client = toEtcdPort(opts.client);
+    this.#members = (opts.members ?? [opts.client]).map(toEtcdPort);
+    this.#clock = opts.clock ?? systemClock;
     this.#nodeId = opts.nodeId;
     this.#advertise = opts.advertise;
     this.#value = JSON.stringify({ nodeId: opts.nodeId, advertise: opts.advertise });
@@ -161,25 +174,29 @@ export class Leadership extends EventEmitter implements LeadershipFence {
   async start(): Promise<void> {
     if (this.#running) return;
     this.#running = true;
-    this.#watcher = this.#client
-      .watch()
-      .key(this.#leaderKey)
-      .watcher()
-      .on('put', (kv) => this.#enqueue(() => this.#onLeaderKeyEvent(kv, 'put')))
-      .on('delete', (kv) => this.#enqueue(() => this.#onLeaderKeyEvent(kv, 'delete')))
-      .on('error', (err) => this.#log.warn({ err }, 'leader key watch failed; relying on polling'));
+    this.#watcher = this.#client.watch(
+      { key: this.#leaderKey },
+      {
+        put: (kv) => void this.#enqueue(() => this.#onLeaderKeyEvent(kv, 'put')),
+        delete: (kv) => void this.#enqueue(() => this.#onLeaderKeyEvent(kv, 'delete')),
+        error: (err) => this.#log.warn({ err }, 'leader key watch failed; relying on polling'),
+      },
+    );
     const tick = Math.max(50, Math.floor(this.#ttlMs / 4));
-    this.#keepaliveTimer = setInterval(() => void this.#keepaliveTick(), tick);
-    this.#campaignTimer = setInterval(() => {
-      // at most one polling campaign queued, however slow etcd is
-      if (this.role === 'leader' || this.#pollQueued) return;
-      this.#pollQueued = true;
-      this.#enqueue(() => {
-        this.#pollQueued = false;
-        return this.#campaign(false);
-      });
-    }, tick);
+    this.#ticker = this.#clock.setInterval(() => this.#tick(), tick);
     await this.#enqueue(() => this.#campaign(false));
+  }
+
+  /** The periodic input: keep the lease alive; while following, campaign (a failed one is a read). */
+  #tick(): void {
+    void this.#keepaliveTick();
+    // at most one polling campaign queued, however slow etcd is
+    if (this.role === 'leader' || this.#pollQueued) return;
+    this.#pollQueued = true;
+    void this.#enqueue(() => {
+      this.#pollQueued = false;
+      return this.#campaign(false);
+    });
   }
 
   /**
@@ -222,9 +239,8 @@ export class Leadership extends EventEmitter implements LeadershipFence {
   async stop(opts: { revoke?: boolean } = {}): Promise<void> {
     if (!this.#running) return;
     this.#running = false;
-    clearInterval(this.#keepaliveTimer);
-    clearInterval(this.#campaignTimer);
-    clearTimeout(this.#deferredCampaign);
+    this.#ticker?.cancel();
+    this.#deferredCampaign?.cancel();
     await this.#queue;
     const leaseId = this.#leaseId;
     this.#leaseId = undefined;
@@ -285,28 +301,19 @@ export class Leadership extends EventEmitter implements LeadershipFence {
     const leaseId = this.#leaseId;
     if (leaseId === undefined) return;
     const res = await this.#call('campaign', () =>
-      this.#client.kv.txn({
+      this.#client.txn({
         compare: [
-          { key: this.#leaderKey, target: 'Create', result: 'Equal', create_revision: 0 },
+          { key: this.#leaderKey, target: 'create', revision: '0' },
           // a pending hand-over hint makes this attempt fail, so we can decide whether to defer
-          ...(ignoreHint
-            ? []
-            : [
-                {
-                  key: this.#preferredKey,
-                  target: 'Create' as const,
-                  result: 'Equal' as const,
-                  create_revision: 0,
-                },
-              ]),
+          ...(ignoreHint ? [] : [{ key: this.#preferredKey, target: 'create' as const, revision: '0' }]),
         ],
         success: [
-          { request_put: { key: this.#leaderKey, value: Buffer.from(this.#value), lease: leaseId } },
-          { request_delete_range: { key: this.#preferredKey } },
+          { op: 'put', key: this.#leaderKey, value: Buffer.from(this.#value), lease: leaseId },
+          { op: 'delete', key: this.#preferredKey },
         ],
         failure: [
-          { request_range: { key: this.#leaderKey } },
-          { request_range: { key: this.#preferredKey } },
+          { op: 'range', key: this.#leaderKey },
+          { op: 'range', key: this.#preferredKey },
         ],
       }),
     );
@@ -314,19 +321,17 @@ export class Leadership extends EventEmitter implements LeadershipFence {
     if (!this.#running || this.#leaseId !== leaseId || this.#token !== undefined) return;
     if (res.succeeded) {
       // the key was created by this transaction, i.e. at its revision
-      this.#leaderRev = BigInt(res.header.revision);
-      this.#setLeader({ leaseId, createRevision: res.header.revision, leaderValue: this.#value });
+      this.#leaderRev = BigInt(res.revision);
+      this.#setLeader({ leaseId, createRevision: res.revision, leaderValue: this.#value });
       return;
     }
-    const [leaderKv, hintKv] = res.responses.map(
-      (r) => (r.response_range as IRangeResponse | undefined)?.kvs[0],
-    );
+    const [leaderKv, hintKv] = res.ranges;
     if (leaderKv !== undefined) {
-      this.#leaderRev = BigInt(leaderKv.mod_revision);
+      this.#leaderRev = BigInt(leaderKv.modRevision);
       const mine = leaderKv.value.toString() === this.#value;
       if (mine && leaderKv.lease === leaseId) {
         // We created it earlier but lost the reply: it is ours, with that create revision.
-        this.#setLeader({ leaseId, createRevision: leaderKv.create_revision, leaderValue: this.#value });
+        this.#setLeader({ leaseId, createRevision: leaderKv.createRevision, leaderValue: this.#value });
       } else if (mine) {
         // Written by this node under a lease it has given up as lost (e.g. etcd lost quorum and
         // then revived the lease). Nobody can use it: revoke it rather than wait for its expiry.
@@ -342,14 +347,14 @@ export class Leadership extends EventEmitter implements LeadershipFence {
     if (this.#hintFavoursMe(hintKv)) {
       await this.#campaign(true);
     } else if (this.#deferredCampaign === undefined) {
-      this.#deferredCampaign = setTimeout(() => {
+      this.#deferredCampaign = this.#clock.setTimeout(() => {
         this.#deferredCampaign = undefined;
-        this.#enqueue(() => this.#campaign(true));
+        void this.#enqueue(() => this.#campaign(true));
       }, this.#preferDelayMs);
     }
   }
 
-  #hintFavoursMe(kv: IKeyValue): boolean {
+  #hintFavoursMe(kv: EtcdKv): boolean {
     try {
       const hint = JSON.parse(kv.value.toString()) as PreferredHint;
       return hint.to !== undefined ? hint.to === this.#nodeId : hint.from !== this.#nodeId;
@@ -358,7 +363,7 @@ export class Leadership extends EventEmitter implements LeadershipFence {
     }
   }
 
-  #parseLeader(kv: IKeyValue): LeaderInfo | undefined {
+  #parseLeader(kv: EtcdKv): LeaderInfo | undefined {
     try {
       const v = JSON.parse(kv.value.toString()) as Partial<LeaderInfo>;
       if (typeof v.nodeId === 'string' && typeof v.advertise === 'string') {
@@ -371,15 +376,15 @@ export class Leadership extends EventEmitter implements LeadershipFence {
     return undefined;
   }
 
-  async #onLeaderKeyEvent(kv: IKeyValue, kind: 'put' | 'delete'): Promise<void> {
-    const rev = BigInt(kv.mod_revision);
+  async #onLeaderKeyEvent(kv: EtcdKv, kind: 'put' | 'delete'): Promise<void> {
+    const rev = BigInt(kv.modRevision);
     if (!this.#running || rev <= this.#leaderRev) return;
     this.#leaderRev = rev;
     if (kind === 'put') {
       const ours =
         this.#token !== undefined &&
         kv.lease === this.#token.leaseId &&
-        kv.create_revision === this.#token.createRevision &&
+        kv.createRevision === this.#token.createRevision &&
         kv.value.toString() === this.#value;
       if (!ours) this.#setFollower(this.#parseLeader(kv));
       return;
@@ -395,17 +400,16 @@ export class Leadership extends EventEmitter implements LeadershipFence {
     const hint: PreferredHint = to === undefined ? { from: this.#nodeId } : { from: this.#nodeId, to };
     // The hint is bound to our lease: if we stop (revoke), it goes too. The winner deletes it.
     const res = await this.#call('handover', () =>
-      this.#client.kv.txn({
+      this.#client.txn({
         compare: fencingCompares(this.#leaderKey, token),
         success: [
           {
-            request_put: {
-              key: this.#preferredKey,
-              value: Buffer.from(JSON.stringify(hint)),
-              lease: token.leaseId,
-            },
+            op: 'put',
+            key: this.#preferredKey,
+            value: Buffer.from(JSON.stringify(hint)),
+            lease: token.leaseId,
           },
-          { request_delete_range: { key: this.#leaderKey } },
+          { op: 'delete', key: this.#leaderKey },
         ],
         failure: [],
       }),
@@ -416,22 +420,20 @@ export class Leadership extends EventEmitter implements LeadershipFence {
   }
 
   async #grant(): Promise<void> {
-    const res = await this.#call('lease_grant', () =>
-      this.#client.leaseClient.leaseGrant({ TTL: this.#ttlS }),
-    );
-    if (Number(res.TTL) > this.#ttlS) {
+    const res = await this.#call('lease_grant', () => this.#client.leaseGrant(this.#ttlS));
+    if (res.ttlS > this.#ttlS) {
       this.#log.warn(
-        { asked: this.#ttlS, granted: Number(res.TTL) },
+        { asked: this.#ttlS, granted: res.ttlS },
         'etcd raised the lease TTL; lower its election timeout',
       );
     }
-    this.#leaseId = res.ID;
-    this.#lastKeepaliveOk = Date.now();
+    this.#leaseId = res.id;
+    this.#lastKeepaliveOk = this.#clock.now();
   }
 
   async #revoke(leaseId: string): Promise<void> {
     try {
-      await this.#call('lease_revoke', () => this.#client.leaseClient.leaseRevoke({ ID: leaseId }));
+      await this.#call('lease_revoke', () => this.#client.leaseRevoke(leaseId));
     } catch (err) {
       this.#log.warn({ err }, 'lease revoke failed; it will expire after its TTL');
     }
@@ -440,21 +442,21 @@ export class Leadership extends EventEmitter implements LeadershipFence {
   async #keepaliveTick(): Promise<void> {
     const leaseId = this.#leaseId;
     if (!this.#running || leaseId === undefined) return;
-    const sentAt = Date.now();
+    const sentAt = this.#clock.now();
     const answers = await Promise.all(this.#members.map((m) => this.#keepaliveOnce(m, leaseId)));
     if (this.#leaseId !== leaseId) return;
     if (answers.includes('ok')) {
       this.#lastKeepaliveOk = sentAt;
     } else if (answers.includes('not-found')) {
       this.#loseLease(leaseId, 'etcd no longer knows the lease');
-    } else if (Date.now() - this.#lastKeepaliveOk >= this.#ttlMs) {
+    } else if (this.#clock.now() - this.#lastKeepaliveOk >= this.#ttlMs) {
       this.#loseLease(leaseId, 'no keepalive succeeded for a whole TTL');
     }
   }
 
   #loseLease(leaseId: string, reason: string): void {
     this.#log.warn({ lease: leaseId, reason }, 'lease lost');
-    this.#enqueue(async () => {
+    void this.#enqueue(async () => {
       if (this.#leaseId !== leaseId) return;
       this.#leaseId = undefined;
       this.#setFollower(undefined);
@@ -467,36 +469,11 @@ export class Leadership extends EventEmitter implements LeadershipFence {
     return observeEtcdCall(this.#observer, op, call);
   }
 
-  /** One keepalive on one member's own stream, reported to the observer ("not found" is an answer). */
-  async #keepaliveOnce(member: Etcd3, leaseId: string): Promise<'ok' | 'not-found' | 'failed'> {
+  /** One keepalive on one member, reported to the observer ("not found" is an answer). */
+  async #keepaliveOnce(member: EtcdPort, leaseId: string): Promise<KeepaliveAnswer> {
     const started = performance.now();
-    const answer = await this.#keepaliveCall(member, leaseId);
+    const answer = await member.leaseKeepAliveOnce(leaseId, this.#keepaliveTimeoutMs);
     this.#observer?.('lease_keepalive', performance.now() - started, answer !== 'failed');
     return answer;
-  }
-
-  /** One keepalive on one member's own stream, bounded by its deadline. */
-  async #keepaliveCall(member: Etcd3, leaseId: string): Promise<'ok' | 'not-found' | 'failed'> {
-    const deadline = Date.now() + this.#keepaliveTimeoutMs;
-    try {
-      const stream = await member.leaseClient.leaseKeepAlive({ deadline });
-      return await new Promise((resolve) => {
-        let done = false;
-        const finish = (r: 'ok' | 'not-found' | 'failed') => {
-          if (done) return;
-          done = true;
-          clearTimeout(guard);
-          stream.cancel();
-          resolve(r);
-        };
-        // the gRPC deadline ends the stream; this is a backstop in case no status arrives
-        const guard = setTimeout(() => finish('failed'), this.#keepaliveTimeoutMs + 50);
-        stream.on('data', (res) => finish(res.TTL === '0' ? 'not-found' : 'ok'));
-        stream.on('error', () => finish('failed'));
-        stream.write({ ID: leaseId });
-      });
-    } catch {
-      return 'failed';
-    }
   }
 }

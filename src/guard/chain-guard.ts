@@ -49,6 +49,18 @@ export interface ChainGuardOptions {
   now?: () => number;
   /** receives the duration of each stage of a signing request (src/stages.ts) */
   stages?: StageObserver;
+  /** simulator only: see {@link GuardPlantedBugs} */
+  plantedBugs?: GuardPlantedBugs;
+}
+
+/**
+ * Protections the deterministic simulator can switch off, one at a time, to prove that its
+ * checker notices (`npm run sim -- --plant-bug NAME`). Nothing in the product sets them: only the
+ * simulator's node builder passes this option.
+ */
+export interface GuardPlantedBugs {
+  /** sign a new HRS's bytes before the store confirmed their reservation */
+  signBeforeReserve?: boolean;
 }
 
 /** Why this chain's state needs an operator, while it does. */
@@ -123,6 +135,7 @@ export class ChainGuard implements RequestHandler {
    */
   private readonly durableRecords: boolean;
   private readonly mutex = new AsyncMutex();
+  private readonly bugs: GuardPlantedBugs;
   /**
    * The last state this guard knows the store to hold (loaded, reserved by us, or returned by a
    * failed compare-and-set). It never moves backwards. `undefined` until a load succeeds.
@@ -148,6 +161,7 @@ export class ChainGuard implements RequestHandler {
     this.onAlarm = options.onAlarm;
     this.now = options.now ?? (() => performance.now());
     this.stages = options.stages ?? NO_STAGES;
+    this.bugs = options.plantedBugs ?? {};
   }
 
   get chainId(): string {
@@ -297,6 +311,7 @@ export class ChainGuard implements RequestHandler {
         case 'sign_reserved':
           return await this.signReserved(last, verdict);
         case 'reserve': {
+          if (this.bugs.signBeforeReserve) await this.hsmSign(verdict.next.signBytes, trace);
           const result = await this.reserve(last, verdict.next);
           if (result.ok) {
             this.state = verdict.next;

@@ -56,6 +56,9 @@ const SESSION_LOST = new Set([
   'CKR_CRYPTOKI_NOT_INITIALIZED',
 ]);
 
+/** Minimum time between two attempts to reopen a lost signing session. */
+const REOPEN_INTERVAL_MS = 500;
+
 /** A stale object handle: the cached key handle is dropped so the next sign looks it up again. */
 const HANDLE_LOST = new Set(['CKR_OBJECT_HANDLE_INVALID', 'CKR_KEY_HANDLE_INVALID']);
 
@@ -143,6 +146,10 @@ export class Hsm {
   #closed = false;
   /** a PIN failure seen earlier: further logins are refused rather than retried */
   #loginRefused: Pkcs11Error | undefined;
+  /** set by openSigningSession, cleared by closeSigningSession/close: a signing session is wanted */
+  #wantedPin: string | undefined;
+  /** when a lost signing session was last reopened (ms) */
+  #lastReopen = 0;
 
   /** Use {@link openHsm}. */
   constructor(module: LoadedModule, slot: Handle, publicSession: Handle, opts: HsmOptions) {
@@ -208,34 +215,65 @@ export class Hsm {
    * few wrong PINs, so a leader flapping with a bad PIN must not keep trying.
    */
   async openSigningSession(pin: string): Promise<void> {
+    this.#wantedPin = pin;
+    try {
+      await this.#admin.run(() => this.#openSigningLocked(pin));
+    } catch (err) {
+      // Nothing is open: signatures must not keep trying to open it on the caller's behalf.
+      if (this.#wantedPin === pin) this.#wantedPin = undefined;
+      throw err;
+    }
+  }
+
+  /** The body of openSigningSession, run under the admin lock. */
+  async #openSigningLocked(pin: string): Promise<void> {
+    this.#assertOpen();
+    if (this.#signing && !this.#signing.stopped) return;
+    // A session lost to a token error is torn down before a fresh one is opened; its key
+    // handles die with it and are looked up again in the new session.
+    if (this.#signing) await this.#teardownSigning(this.#signing);
+    const pk = this.#module.pkcs11;
+    const session = p11('C_OpenSession', () => pk.C_OpenSession(this.#slot, pkcs11js.CKF_SERIAL_SESSION));
+    let loggedInByUs: boolean;
+    try {
+      loggedInByUs = this.#login(session, pin);
+    } catch (err) {
+      p11('C_CloseSession', () => pk.C_CloseSession(session));
+      throw err;
+    }
+    this.#signing = {
+      session,
+      lock: new Mutex(),
+      keys: new Map(),
+      inflight: new Set(),
+      stopped: false,
+      loggedInByUs,
+    };
+  }
+
+  /**
+   * Reopens a signing session the token lost (CKR_SESSION_HANDLE_INVALID, CKR_DEVICE_REMOVED,
+   * ...) while one is still wanted, i.e. between openSigningSession and closeSigningSession:
+   * without this a single node, or a leader that keeps its lease, would answer "retry" forever
+   * after one token hiccup (found by the chaos harness, hsm-fail / hsm-close-session). Re-checked
+   * under the admin lock, so a close that was asked for first wins and a follower never gets a
+   * session back. Attempts are rate-limited; a refused PIN is never retried (#login).
+   */
+  async #reopenLostSession(pin: string): Promise<void> {
+    const now = Date.now();
+    if (now - this.#lastReopen < REOPEN_INTERVAL_MS) {
+      throw new HsmError('the HSM signing session was lost; the next reopen attempt is rate-limited');
+    }
+    this.#lastReopen = now;
     await this.#admin.run(async () => {
-      this.#assertOpen();
-      if (this.#signing && !this.#signing.stopped) return;
-      // A session lost to a token error is torn down before a fresh one is opened; its key
-      // handles die with it and are looked up again in the new session.
-      if (this.#signing) await this.#teardownSigning(this.#signing);
-      const pk = this.#module.pkcs11;
-      const session = p11('C_OpenSession', () => pk.C_OpenSession(this.#slot, pkcs11js.CKF_SERIAL_SESSION));
-      let loggedInByUs: boolean;
-      try {
-        loggedInByUs = this.#login(session, pin);
-      } catch (err) {
-        p11('C_CloseSession', () => pk.C_CloseSession(session));
-        throw err;
-      }
-      this.#signing = {
-        session,
-        lock: new Mutex(),
-        keys: new Map(),
-        inflight: new Set(),
-        stopped: false,
-        loggedInByUs,
-      };
+      if (this.#wantedPin !== pin || this.#closed) return;
+      await this.#openSigningLocked(pin);
     });
   }
 
   /** Stops new signatures, waits for the running ones, logs out and closes the session. */
   async closeSigningSession(): Promise<void> {
+    this.#wantedPin = undefined;
     await this.#admin.run(async () => {
       if (this.#signing) await this.#teardownSigning(this.#signing);
     });
@@ -347,6 +385,7 @@ export class Hsm {
    * process closes. Idempotent.
    */
   async close(): Promise<void> {
+    this.#wantedPin = undefined;
     await this.#admin.run(async () => {
       if (this.#closed) return;
       this.#closed = true;
@@ -359,8 +398,18 @@ export class Hsm {
     });
   }
 
-  /** One signature, tracked so that closing waits for it. */
+  /** One signature; a session the token lost is reopened first while one is wanted. */
   #sign(label: string, pubKey: PubKey, message: Uint8Array, verify: boolean): Promise<Uint8Array> {
+    const s = this.#signing;
+    const pin = this.#wantedPin;
+    if (pin !== undefined && !this.#closed && (s === undefined || s.stopped)) {
+      return this.#reopenLostSession(pin).then(() => this.#signTracked(label, pubKey, message, verify));
+    }
+    return this.#signTracked(label, pubKey, message, verify);
+  }
+
+  /** One signature in the current session, tracked so that closing waits for it. */
+  #signTracked(label: string, pubKey: PubKey, message: Uint8Array, verify: boolean): Promise<Uint8Array> {
     const s = this.#signing;
     if (this.#closed || s === undefined || s.stopped) {
       return Promise.reject(new HsmError('no HSM signing session is open (this node is not the leader)'));
@@ -442,7 +491,7 @@ export class Hsm {
     try {
       s.session = p11('C_OpenSession', () => pk.C_OpenSession(this.#slot, pkcs11js.CKF_SERIAL_SESSION));
     } catch {
-      // No usable session: stop signing until the cluster reopens the signing session.
+      // No usable session: the next signature reopens one (#reopenLostSession).
       s.stopped = true;
     }
   }

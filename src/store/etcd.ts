@@ -1,7 +1,8 @@
 import { performance } from 'node:perf_hooks';
-import type { Etcd3, ICompare, IKeyValue, IRangeResponse, ITxnResponse } from 'etcd3';
 import { bytesEqual } from '../cometbft/bytes.ts';
 import { compareHRS } from '../cometbft/types.ts';
+import type { EtcdCompare, EtcdKv, EtcdPort, EtcdTxnResult } from '../ports/etcd.ts';
+import { type EtcdClientLike, toEtcdPort } from '../ports/etcd3.ts';
 import { NotLeaderError, StateMissingError, StateRegressionError, stateRemedy } from './errors.ts';
 import type { HighWaterMarks } from './high-water.ts';
 import { formatHrs } from './state-codec.ts';
@@ -36,27 +37,27 @@ export interface LeadershipFence {
 
 /** The etcd keys CometKMS uses under a prefix. */
 export const etcdKeys = {
-  leader: (prefix: string): Buffer => Buffer.from(`${prefix}leader`),
+  leader: (prefix: string): string => `${prefix}leader`,
   /** the "preferred next leader" hint written by a leadership transfer */
-  preferred: (prefix: string): Buffer => Buffer.from(`${prefix}preferred`),
-  state: (prefix: string, chainId: string): Buffer => Buffer.from(`${prefix}state/${chainId}`),
+  preferred: (prefix: string): string => `${prefix}preferred`,
+  state: (prefix: string, chainId: string): string => `${prefix}state/${chainId}`,
 };
 
 /** The compares that make a transaction succeed only while `token` is still the leadership. */
-export function fencingCompares(leaderKey: Buffer, token: FencingToken): ICompare[] {
+export function fencingCompares(leaderKey: string, token: FencingToken): EtcdCompare[] {
   return [
-    { key: leaderKey, target: 'Value', result: 'Equal', value: Buffer.from(token.leaderValue) },
-    { key: leaderKey, target: 'Create', result: 'Equal', create_revision: token.createRevision },
-    { key: leaderKey, target: 'Lease', result: 'Equal', lease: token.leaseId },
+    { key: leaderKey, target: 'value', value: Buffer.from(token.leaderValue) },
+    { key: leaderKey, target: 'create', revision: token.createRevision },
+    { key: leaderKey, target: 'lease', lease: token.leaseId },
   ];
 }
 
 /** Whether `kv` (the leader key as read) still matches `token`. */
-export function leaderKeyMatches(kv: IKeyValue | undefined, token: FencingToken): boolean {
+export function leaderKeyMatches(kv: EtcdKv | undefined, token: FencingToken): boolean {
   return (
     kv !== undefined &&
     kv.value.toString() === token.leaderValue &&
-    kv.create_revision === token.createRevision &&
+    kv.createRevision === token.createRevision &&
     kv.lease === token.leaseId
   );
 }
@@ -146,15 +147,14 @@ export interface EtcdStateRecord {
 
 /** Linearizable read of the state key of `chainId`; undefined when it does not exist (yet). */
 export async function readEtcdStateRecord(
-  client: Etcd3,
+  client: EtcdClientLike,
   prefix: string,
   chainId: string,
 ): Promise<EtcdStateRecord | undefined> {
   const key = etcdKeys.state(prefix, chainId);
-  const res = await client.kv.range({ key });
-  const kv = res.kvs[0];
+  const kv = await toEtcdPort(client).get(key);
   if (kv === undefined) return undefined;
-  return { key: key.toString(), value: kv.value, modRevision: kv.mod_revision };
+  return { key, value: kv.value, modRevision: kv.modRevision };
 }
 
 /**
@@ -170,20 +170,20 @@ export async function readEtcdStateRecord(
  * may replace the state read is the caller's decision.
  */
 export async function swapEtcdSignState(
-  client: Etcd3,
+  client: EtcdClientLike,
   prefix: string,
   chainId: string,
   expected: EtcdStateRecord | undefined,
   next: SignState,
 ): Promise<boolean> {
   const key = etcdKeys.state(prefix, chainId);
-  const compare: ICompare =
+  const compare: EtcdCompare =
     expected === undefined
-      ? { key, target: 'Create', result: 'Equal', create_revision: 0 }
-      : { key, target: 'Mod', result: 'Equal', mod_revision: expected.modRevision };
-  const res = await client.kv.txn({
+      ? { key, target: 'create', revision: '0' }
+      : { key, target: 'mod', revision: expected.modRevision };
+  const res = await toEtcdPort(client).txn({
     compare: [compare],
-    success: [{ request_put: { key, value: encodeSignState(next) } }],
+    success: [{ op: 'put', key, value: encodeSignState(next) }],
     failure: [],
   });
   return res.succeeded;
@@ -196,8 +196,23 @@ interface Cached {
   modRevision: string;
 }
 
+/**
+ * Protections the deterministic simulator can switch off, one at a time, to prove that its
+ * checker notices (`npm run sim -- --plant-bug NAME`). Nothing in the product sets them: only the
+ * simulator's node builder passes this option.
+ */
+export interface StorePlantedBugs {
+  /** reservations leave out the leader-key compares (the fencing token) */
+  noFence?: boolean;
+  /** reservations leave out the state key's mod-revision compare */
+  noStateCompare?: boolean;
+  /** states read from etcd are not checked against (nor raise) the high-water marks */
+  noHighWater?: boolean;
+}
+
 export interface EtcdSignStateStoreOptions {
-  client: Etcd3;
+  /** the etcd client, or a port (the simulator's etcd model) */
+  client: EtcdClientLike;
   /** key prefix, e.g. "cometkms/" */
   prefix: string;
   leadership: LeadershipFence;
@@ -205,6 +220,8 @@ export interface EtcdSignStateStoreOptions {
   marks: HighWaterMarks;
   /** told about every etcd call (ops `state_read`, `reserve`, `record`), e.g. for metrics */
   observer?: EtcdCallObserver;
+  /** simulator only: see {@link StorePlantedBugs} */
+  plantedBugs?: StorePlantedBugs;
 }
 
 /**
@@ -228,15 +245,17 @@ export interface EtcdSignStateStoreOptions {
  * or successful transaction. Does not own `client`: `close()` leaves it open.
  */
 export class EtcdSignStateStore implements SignStateStore {
-  readonly #client: Etcd3;
+  readonly #client: EtcdPort;
   readonly #prefix: string;
   readonly #leadership: LeadershipFence;
   readonly #marks: HighWaterMarks;
   readonly #observer: EtcdCallObserver | undefined;
+  readonly #bugs: StorePlantedBugs;
   readonly #cache = new Map<string, Cached>();
 
   constructor(opts: EtcdSignStateStoreOptions) {
-    this.#client = opts.client;
+    this.#client = toEtcdPort(opts.client);
+    this.#bugs = opts.plantedBugs ?? {};
     this.#prefix = opts.prefix;
     this.#leadership = opts.leadership;
     this.#marks = opts.marks;
@@ -317,29 +336,32 @@ export class EtcdSignStateStore implements SignStateStore {
   async #fencedPut(chainId: string, token: FencingToken, modRevision: string, next: SignState, op: string) {
     const leaderKey = etcdKeys.leader(this.#prefix);
     const stateKey = etcdKeys.state(this.#prefix, chainId);
-    const res: ITxnResponse = await observeEtcdCall(this.#observer, op, () =>
-      this.#client.kv.txn({
+    const res = await observeEtcdCall(this.#observer, op, () =>
+      this.#client.txn({
         compare: [
-          ...fencingCompares(leaderKey, token),
-          { key: stateKey, target: 'Mod', result: 'Equal', mod_revision: modRevision },
+          ...(this.#bugs.noFence ? [] : fencingCompares(leaderKey, token)),
+          ...(this.#bugs.noStateCompare
+            ? []
+            : [{ key: stateKey, target: 'mod' as const, revision: modRevision }]),
         ],
-        success: [{ request_put: { key: stateKey, value: encodeSignState(next) } }],
-        failure: [{ request_range: { key: leaderKey } }, { request_range: { key: stateKey } }],
+        success: [{ op: 'put', key: stateKey, value: encodeSignState(next) }],
+        failure: [
+          { op: 'range', key: leaderKey },
+          { op: 'range', key: stateKey },
+        ],
       }),
     );
     if (res.succeeded) {
       // Committed at the transaction's revision. The mark goes up before anyone signs it.
-      this.#marks.raise(chainId, next);
-      this.#cache.set(chainId, { state: copySignState(next), modRevision: res.header.revision });
+      if (!this.#bugs.noHighWater) this.#marks.raise(chainId, next);
+      this.#cache.set(chainId, { state: copySignState(next), modRevision: res.revision });
     }
     return res;
   }
 
   /** Interprets a failed fenced transaction: leadership lost → step down and throw; else the new state. */
-  #afterFailure(chainId: string, token: FencingToken, res: ITxnResponse): Cached {
-    const [leader, state] = res.responses.map(
-      (r) => (r.response_range as IRangeResponse | undefined)?.kvs[0],
-    );
+  #afterFailure(chainId: string, token: FencingToken, res: EtcdTxnResult): Cached {
+    const [leader, state] = res.ranges;
     if (!leaderKeyMatches(leader, token)) {
       this.#leadership.stepDown('a fenced transaction found the leader key changed', token);
       throw new NotLeaderError('leadership lost: the leader key no longer carries this node’s fencing token');
@@ -354,26 +376,28 @@ export class EtcdSignStateStore implements SignStateStore {
   /** Linearizable read of the state key; undefined when the chain has no state (and never had, here). */
   async #read(chainId: string): Promise<Cached | undefined> {
     const key = etcdKeys.state(this.#prefix, chainId);
-    const res: IRangeResponse = await observeEtcdCall(this.#observer, 'state_read', () =>
-      this.#client.kv.range({ key }),
-    );
-    const kv = res.kvs[0];
+    const kv = await observeEtcdCall(this.#observer, 'state_read', () => this.#client.get(key));
     if (kv === undefined) {
       this.#cache.delete(chainId);
-      if (this.#marks.get(chainId) !== undefined) throw this.#missing(chainId);
+      if (!this.#bugs.noHighWater && this.#marks.get(chainId) !== undefined) throw this.#missing(chainId);
       return undefined;
     }
     return this.#accept(chainId, kv);
   }
 
   /** Checks a state read from etcd against this node's mark, raises the mark, caches it. */
-  #accept(chainId: string, kv: IKeyValue): Cached {
-    const state = decodeSignState(kv.value, kv.key.toString());
+  #accept(chainId: string, kv: EtcdKv): Cached {
+    const state = decodeSignState(kv.value, kv.key);
+    if (this.#bugs.noHighWater) {
+      const cached = { state, modRevision: kv.modRevision };
+      this.#cache.set(chainId, cached);
+      return cached;
+    }
     const mark = this.#marks.get(chainId);
     if (mark !== undefined && compareHRS(state, mark) < 0) {
       this.#cache.delete(chainId);
       throw new StateRegressionError(
-        `etcd sign state of chain ${JSON.stringify(chainId)} (key ${kv.key.toString()}) is at ${formatHrs(state)}, ` +
+        `etcd sign state of chain ${JSON.stringify(chainId)} (key ${kv.key}) is at ${formatHrs(state)}, ` +
           `below ${formatHrs(mark)} that this node has seen: etcd lost data (wiped, restored from an older ` +
           'snapshot), the etcd_prefix is wrong, or a lower state was forced in. Not signing this chain. If the ' +
           `state is lower on purpose, run cometkms state reset-high-water on each node (stopped); otherwise ` +
@@ -381,14 +405,14 @@ export class EtcdSignStateStore implements SignStateStore {
       );
     }
     this.#marks.raise(chainId, state);
-    const cached = { state, modRevision: kv.mod_revision };
+    const cached = { state, modRevision: kv.modRevision };
     this.#cache.set(chainId, cached);
     return cached;
   }
 
   /** The error for a chain with no state key: lost (this node saw one) or never created. */
   #missing(chainId: string): StateMissingError | StateRegressionError {
-    const key = etcdKeys.state(this.#prefix, chainId).toString();
+    const key = etcdKeys.state(this.#prefix, chainId);
     const mark = this.#marks.get(chainId);
     if (mark === undefined) {
       return new StateMissingError(

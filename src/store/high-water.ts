@@ -32,6 +32,7 @@ import {
 } from 'node:fs';
 import { join } from 'node:path';
 import { compareHRS, type HRS } from '../cometbft/types.ts';
+import { type Clock, systemClock } from '../ports/clock.ts';
 import { StateStoreError } from './errors.ts';
 import { chainStatePath, STATE_DIR } from './paths.ts';
 
@@ -167,38 +168,92 @@ export function writeHighWaterFile(home: string, chainId: string, hrs: HRS): voi
   }
 }
 
+/**
+ * Where a node's marks are durable: the two-slot files of this module in production, memory that
+ * survives simulated crashes in the deterministic simulator (sim/).
+ */
+export interface MarkStorage {
+  /** the durable mark of `chainId`; undefined: never written. Throws when it is unreadable. */
+  read(chainId: string): HRS | undefined;
+  /** makes `hrs` the durable mark of `chainId` before returning; throws when the disk fails */
+  write(chainId: string, hrs: HRS): void;
+}
+
+/** The marks as files in `<home>/state/` (see the file comment for the format). */
+export class FileMarkStorage implements MarkStorage {
+  /** the slot holding the newest record of each chain written or read here */
+  readonly #slots = new Map<string, { seq: bigint; index: number }>();
+
+  constructor(readonly home: string) {}
+
+  read(chainId: string): HRS | undefined {
+    const found = readSlots(highWaterFile(this.home, chainId), chainId);
+    if (found === undefined) return undefined;
+    this.#slots.set(chainId, { seq: found.newest.seq, index: found.index });
+    return copyHrs(found.newest);
+  }
+
+  write(chainId: string, hrs: HRS): void {
+    const slot = this.#slots.get(chainId);
+    if (slot === undefined) {
+      writeHighWaterFile(this.home, chainId, hrs);
+      this.#slots.set(chainId, { seq: 1n, index: 0 });
+      return;
+    }
+    const seq = slot.seq + 1n;
+    const index = 1 - slot.index;
+    const fd = openSync(highWaterFile(this.home, chainId), 'r+');
+    try {
+      writeSync(fd, encodeSlot(chainId, { ...hrs, seq }), 0, SLOT_BYTES, index * SLOT_BYTES);
+      fdatasyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+    this.#slots.set(chainId, { seq, index });
+  }
+}
+
 /** The marks of one node, for the chains it serves. */
 export class HighWaterMarks {
+  readonly #storage: MarkStorage;
+  /** runs the background flush after the current turn (setImmediate in production) */
+  readonly #defer: (fn: () => void) => void;
   /** the mark as known in memory: at or above the durable one */
   readonly #seen = new Map<string, HRS>();
-  /** the mark known to be on disk, and the slot it is in */
-  readonly #durable = new Map<string, { hrs: HRS; seq: bigint; index: number }>();
-  /** chains whose in-memory mark is ahead of the disk, written by the next background flush */
+  /** the mark known to be durable */
+  readonly #durable = new Map<string, HRS>();
+  /** chains whose in-memory mark is ahead of the durable one, written by the next background flush */
   readonly #dirty = new Set<string>();
   #flushQueued = false;
 
-  /** `onError`: told when a background write fails (the next raise retries it). */
+  /**
+   * `home`: the node's home (files), or a {@link MarkStorage}. `onError`: told when a background
+   * write fails (the next raise retries it). `clock`: where the background flush is deferred to.
+   */
   constructor(
-    readonly home: string,
+    home: string | MarkStorage,
     private readonly onError: (chainId: string, err: unknown) => void = () => {},
-  ) {}
+    clock: Pick<Clock, 'defer'> = systemClock,
+  ) {
+    this.#storage = typeof home === 'string' ? new FileMarkStorage(home) : home;
+    this.#defer = (fn) => clock.defer(fn);
+  }
 
-  /** The mark of `chainId`, read from disk the first time; undefined: never seen. */
+  /** The mark of `chainId`, read from storage the first time; undefined: never seen. */
   get(chainId: string): HRS | undefined {
     const known = this.#seen.get(chainId);
     if (known !== undefined) return known;
-    const found = readSlots(highWaterFile(this.home, chainId), chainId);
+    const found = this.#storage.read(chainId);
     if (found === undefined) return undefined;
-    const hrs = copyHrs(found.newest);
-    this.#durable.set(chainId, { hrs, seq: found.newest.seq, index: found.index });
-    this.#seen.set(chainId, hrs);
-    return hrs;
+    this.#durable.set(chainId, found);
+    this.#seen.set(chainId, found);
+    return found;
   }
 
   /**
-   * Raises the mark of `chainId` to `hrs` (a no-op when not above it) and returns once it is on
-   * disk. Synchronous I/O on purpose, like the file store: one pwrite and one fdatasync. Throws
-   * when the disk fails: the caller must not sign then.
+   * Raises the mark of `chainId` to `hrs` (a no-op when not above it) and returns once it is
+   * durable. Synchronous I/O on purpose, like the file store: one pwrite and one fdatasync.
+   * Throws when the disk fails: the caller must not sign then.
    */
   raise(chainId: string, hrs: HRS): void {
     const seen = this.get(chainId);
@@ -206,7 +261,7 @@ export class HighWaterMarks {
     this.#persist(chainId);
   }
 
-  /** Raises the mark in memory now and on disk soon (a follower watching the replicated state). */
+  /** Raises the mark in memory now and durably soon (a follower watching the replicated state). */
   observe(chainId: string, hrs: HRS): void {
     const seen = this.get(chainId);
     if (seen !== undefined && compareHRS(hrs, seen) <= 0) return;
@@ -214,7 +269,7 @@ export class HighWaterMarks {
     this.#dirty.add(chainId);
     if (this.#flushQueued) return;
     this.#flushQueued = true;
-    setImmediate(() => {
+    this.#defer(() => {
       this.#flushQueued = false;
       for (const id of [...this.#dirty]) {
         try {
@@ -226,30 +281,17 @@ export class HighWaterMarks {
     });
   }
 
-  /** Writes the in-memory mark of `chainId` unless the disk already holds it. */
+  /** Writes the in-memory mark of `chainId` unless storage already holds it. */
   #persist(chainId: string): void {
     const want = this.#seen.get(chainId);
     if (want === undefined) return;
     const durable = this.#durable.get(chainId);
-    if (durable !== undefined && compareHRS(durable.hrs, want) >= 0) {
+    if (durable !== undefined && compareHRS(durable, want) >= 0) {
       this.#dirty.delete(chainId);
       return;
     }
-    if (durable === undefined) {
-      writeHighWaterFile(this.home, chainId, want);
-      this.#durable.set(chainId, { hrs: want, seq: 1n, index: 0 });
-    } else {
-      const seq = durable.seq + 1n;
-      const index = 1 - durable.index;
-      const fd = openSync(highWaterFile(this.home, chainId), 'r+');
-      try {
-        writeSync(fd, encodeSlot(chainId, { ...want, seq }), 0, SLOT_BYTES, index * SLOT_BYTES);
-        fdatasyncSync(fd);
-      } finally {
-        closeSync(fd);
-      }
-      this.#durable.set(chainId, { hrs: want, seq, index });
-    }
+    this.#storage.write(chainId, want);
+    this.#durable.set(chainId, want);
     this.#dirty.delete(chainId);
   }
 }

@@ -27,6 +27,7 @@ import { createEtcdClients, type EtcdClients } from '../../cluster/etcd-client.t
 import { clusterEtcdOptions } from '../../cluster/etcd-config.ts';
 import { ForwardClient, ForwardServer } from '../../cluster/forward.ts';
 import { type LeaderInfo, Leadership } from '../../cluster/leadership.ts';
+import { RoleTransitions } from '../../cluster/role.ts';
 import { loadClusterTls } from '../../cluster/tls.ts';
 import { compareHRS } from '../../cometbft/types.ts';
 import { assertHomeInitialised } from '../../config/home.ts';
@@ -101,15 +102,13 @@ export class ClusterNode implements AdminRuntime {
   private forwardClient: ForwardClient | undefined;
   private audit: AuditLog | undefined;
   private admin: NodeAdmin | undefined;
-  /** true only while leading with reloaded guards and an open signing session */
-  private serving = false;
+  /** the serving flag and the role transitions (reload, session, serve) */
+  private roles: RoleTransitions | undefined;
   private leaderChanges = 0;
   private lastLeaderId: string | undefined;
   /** reports every etcd call of the store and the leadership to /metrics */
   private readonly observeEtcd = (op: string, ms: number, ok: boolean): void =>
     this.metrics.etcdCall(op, ms, ok);
-  /** serialises role transitions */
-  private transitions: Promise<void> = Promise.resolve();
   private stopping: Promise<boolean> | undefined;
 
   private constructor(
@@ -191,7 +190,7 @@ export class ClusterNode implements AdminRuntime {
       etcd_healthy: this.view?.etcdHealthy ?? false,
       hsm_reachable: this.health.reachable ? true : (this.health.lastError ?? false),
       ...(leading
-        ? { serving: this.serving ? true : 'leader not ready yet' }
+        ? { serving: this.roles?.serving ? true : 'leader not ready yet' }
         : { leader_known: this.leadership?.leader !== undefined ? true : 'no leader' }),
     };
     return { ready: Object.values(checks).every((v) => v === true), checks };
@@ -212,13 +211,12 @@ export class ClusterNode implements AdminRuntime {
     }
     // Stop serving before the hand-over transaction: nothing new reaches the guards meanwhile.
     const token = l.token;
-    const wasServing = this.serving;
-    this.serving = false;
+    const wasServing = this.roles?.stopServing() ?? false;
     await l.transferTo(to);
     if (l.token !== undefined && l.token === token) {
       // The hand-over transaction did not go through (etcd did not answer) and this node still
       // holds the same term: serve again rather than sit as a leader that forwards nowhere.
-      this.serving = wasServing;
+      this.roles?.resumeServing(wasServing);
       return { transferred: false, message: 'the hand-over did not reach etcd; this node still leads' };
     }
     const until = Date.now() + TRANSFER_WAIT_MS;
@@ -232,7 +230,7 @@ export class ClusterNode implements AdminRuntime {
 
   /** True only while this node leads and is ready to sign (see LocalLeadership). */
   servesLocally(): boolean {
-    return this.serving && this.leadership?.role === 'leader';
+    return this.roles?.servesLocally() ?? false;
   }
 
   stop(): Promise<boolean> {
@@ -339,9 +337,21 @@ export class ClusterNode implements AdminRuntime {
     });
     await this.view.start();
 
-    leadership.on('leader', () => this.onLeader());
+    const hsm = this.hsm;
+    const roles = new RoleTransitions({
+      nodeId: config.node.id,
+      leadership,
+      guards: () => this.chains.map((c) => c.guard),
+      session: { open: () => hsm.openSigningSession(this.pin), close: () => hsm.closeSigningSession() },
+      setForwardTarget: (leader) => forwardClient.setLeader(leader),
+      stopping: () => this.stopping !== undefined,
+      onServing: (serving) => this.metrics.setLeader(serving),
+      log: this.log,
+    });
+    this.roles = roles;
+    leadership.on('leader', () => roles.onLeader());
     leadership.on('change', () => this.countLeaderChange());
-    leadership.on('follower', (leader: LeaderInfo | undefined) => this.onFollower(leader));
+    leadership.on('follower', (leader: LeaderInfo | undefined) => roles.onFollower(leader));
     await leadership.start();
     if (!this.view.etcdHealthy) {
       // Not fatal (see start.ts): the node relays "try again" and campaigns once etcd answers.
@@ -382,35 +392,6 @@ export class ClusterNode implements AdminRuntime {
     for (const c of this.chains) for (const v of c.validators) v.dialer.start();
   }
 
-  /** Won an election: reload every guard, open the signing session, then serve. */
-  private onLeader(): void {
-    const token = this.leadership?.token;
-    this.forwardClient?.setLeader(undefined);
-    this.enqueue(async () => {
-      const l = this.leadership;
-      // Lost again before this ran: the 'follower' transition queued after this one cleans up.
-      if (l === undefined || l.token !== token || this.stopping !== undefined) return;
-      try {
-        // The replicated state may be ahead of this node's cache (another leader signed since).
-        for (const c of this.chains) {
-          // each reload is an etcd read: stop at once when the term ends or the node stops
-          if (l.token !== token || this.stopping !== undefined) return;
-          await c.guard.init();
-        }
-        await (this.hsm as Hsm).openSigningSession(this.pin);
-      } catch (err) {
-        this.log.error({ err }, 'cannot serve as leader; handing leadership over');
-        await (this.hsm as Hsm).closeSigningSession().catch(() => undefined);
-        await l.resign();
-        return;
-      }
-      if (l.token !== token) return;
-      this.serving = true;
-      this.metrics.setLeader(true);
-      this.log.info({ term: token?.createRevision }, 'leader: serving');
-    });
-  }
-
   /** Counts a change of the known leader (to another node, or to none). */
   private countLeaderChange(): void {
     const now = this.leadership?.leader?.nodeId;
@@ -418,28 +399,6 @@ export class ClusterNode implements AdminRuntime {
     this.lastLeaderId = now;
     this.leaderChanges++;
     this.metrics.leaderChanged();
-  }
-
-  /** Lost (or never had) leadership, or the leader changed: stop serving first, then relay. */
-  private onFollower(leader: LeaderInfo | undefined): void {
-    if (this.serving) this.metrics.setLeader(false);
-    this.serving = false;
-    this.enqueue(async () => {
-      // Closing waits for a signature in progress; nothing new can start (serving is false).
-      await (this.hsm as Hsm).closeSigningSession();
-      // The leader may have changed again meanwhile: follow the latest.
-      const now = this.leadership?.leader;
-      const target = this.leadership?.role === 'leader' ? undefined : now;
-      this.forwardClient?.setLeader(target);
-    });
-    // Point forwarding at the new leader at once too (no need to wait for the HSM).
-    if (leader !== undefined && leader.nodeId !== this.config.node.id) this.forwardClient?.setLeader(leader);
-  }
-
-  private enqueue(fn: () => Promise<void>): void {
-    this.transitions = this.transitions.then(fn).catch((err: unknown) => {
-      this.log.error({ err }, 'role transition failed');
-    });
   }
 
   /**
@@ -463,20 +422,20 @@ export class ClusterNode implements AdminRuntime {
     // Hand over first: the others see the leader key deleted and one takes over at once, while
     // this node's validator connections keep relaying to it until they are stopped below.
     if (l?.role === 'leader') {
-      this.serving = false;
+      this.roles?.stopServing();
       await steps.bounded('handing leadership over', SHUTDOWN_ETCD_DEADLINE_MS, () => l.resign());
     }
     await step('stopping validator connections', () =>
       Promise.all(this.chains.flatMap((c) => c.validators.map((v) => v.dialer.stop()))),
     );
-    this.serving = false;
+    this.roles?.stopServing();
     if (this.forwardServer)
       await step('closing forwarding', () => (this.forwardServer as ForwardServer).close());
     this.forwardClient?.close();
     if (l) {
       await steps.bounded('leaving the election', SHUTDOWN_ETCD_DEADLINE_MS, () => l.stop({ revoke: true }));
     }
-    await step('finishing role transitions', () => this.transitions);
+    await step('finishing role transitions', () => this.roles?.settled() ?? Promise.resolve());
     const view = this.view;
     if (view)
       await steps.bounded('leaving the member registry', SHUTDOWN_ETCD_DEADLINE_MS, () => view.stop());

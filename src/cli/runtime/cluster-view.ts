@@ -8,10 +8,14 @@
  * While etcd is down nothing here floods the log: registration is retried with a bounded
  * back-off (100 ms doubling to 1 s) and logged only when it starts failing and when it recovers;
  * a failed full read only clears `etcdHealthy`.
+ *
+ * etcd is reached through the EtcdPort and time through the Clock port, so the deterministic
+ * simulator runs this class as it is (its `onState` feeds the followers' high-water marks).
  */
-import type { Etcd3, IKeyValue, Lease, Watcher } from 'etcd3';
-import type pino from 'pino';
 import { compareHRS, type HRS } from '../../cometbft/types.ts';
+import { type Clock, systemClock, type Timer } from '../../ports/clock.ts';
+import type { EtcdKv, EtcdPort, EtcdWatch } from '../../ports/etcd.ts';
+import { type EtcdClientLike, toEtcdPort } from '../../ports/etcd3.ts';
 import { decodeSignState, etcdKeys } from '../../store/etcd.ts';
 import type { SignState } from '../../store/types.ts';
 
@@ -26,8 +30,14 @@ const REGISTER_RETRY_MIN_MS = 100;
 const REGISTER_RETRY_MAX_MS = 1_000;
 
 /** Options of {@link ClusterView}. */
+/** The subset of a pino logger the view uses. */
+export interface ClusterViewLogger {
+  info(obj: object, msg: string): void;
+  warn(obj: object, msg: string): void;
+}
+
 export interface ClusterViewOptions {
-  client: Etcd3;
+  client: EtcdClientLike;
   prefix: string;
   nodeId: string;
   advertise: string;
@@ -35,13 +45,16 @@ export interface ClusterViewOptions {
   memberTtlS: number;
   /** period of the full read (members, leader, states, health) */
   pollMs: number;
-  logger: pino.Logger;
+  logger: ClusterViewLogger;
   /** told about every readable state seen (watched or polled), by chain id */
   onState?: (chainId: string, hrs: HRS) => void;
+  /** wall clock and timers (default: the system's) */
+  clock?: Clock;
 }
 
 /** A registration that succeeded; `lost` resolves when its lease is lost. */
 interface Registration {
+  leaseId: string;
   lost: Promise<void>;
 }
 
@@ -50,14 +63,19 @@ const membersPrefix = (prefix: string): string => `${prefix}members/`;
 /** The registry, leader and replicated-state view of one node. */
 export class ClusterView {
   readonly #opts: ClusterViewOptions;
+  readonly #client: EtcdPort;
+  readonly #clock: Clock;
   readonly #statePrefix: string;
   readonly #states = new Map<string, SignState>();
   #members: MemberInfo[] = [];
   #leaderRevision: number | undefined;
   #healthy = false;
-  #lease: Lease | undefined;
-  #watcher: Watcher | undefined;
-  #timer: NodeJS.Timeout | undefined;
+  /** the registration's lease while registered */
+  #leaseId: string | undefined;
+  #watcher: EtcdWatch | undefined;
+  #timer: Timer | undefined;
+  /** the registration lease's keepalive, cancelled by stop() */
+  #keepaliveTimer: Timer | undefined;
   #polling = false;
   #stopped = false;
   /** aborted by stop(): ends the registration loop's waits */
@@ -67,21 +85,25 @@ export class ClusterView {
 
   constructor(opts: ClusterViewOptions) {
     this.#opts = opts;
-    this.#statePrefix = etcdKeys.state(opts.prefix, '').toString();
+    this.#client = toEtcdPort(opts.client);
+    this.#clock = opts.clock ?? systemClock;
+    this.#statePrefix = etcdKeys.state(opts.prefix, '');
   }
 
   /** Registers this node and reads everything once; a failure here is logged, not fatal. */
   async start(): Promise<void> {
     void this.#keepRegistered(await this.#register());
     await this.#poll();
-    // etcd3 re-establishes a broken watch by itself; the periodic read covers the gap.
-    this.#watcher = this.#opts.client
-      .watch()
-      .prefix(this.#statePrefix)
-      .watcher()
-      .on('put', (kv) => this.#onState(kv))
-      .on('error', (err) => this.#opts.logger.warn({ err }, 'cluster view: state watch failed'));
-    this.#timer = setInterval(() => void this.#poll(), this.#opts.pollMs);
+    // The client re-establishes a broken watch by itself; the periodic read covers the gap.
+    this.#watcher = this.#client.watch(
+      { prefix: this.#statePrefix },
+      {
+        put: (kv) => this.#onState(kv),
+        delete: () => undefined,
+        error: (err) => this.#opts.logger.warn({ err }, 'cluster view: state watch failed'),
+      },
+    );
+    this.#timer = this.#clock.setInterval(() => void this.#poll(), this.#opts.pollMs);
   }
 
   /** Registered members, sorted by node id. */
@@ -108,9 +130,12 @@ export class ClusterView {
   async stop(): Promise<void> {
     this.#stopped = true;
     this.#stop.abort();
-    clearInterval(this.#timer);
+    this.#timer?.cancel();
+    this.#keepaliveTimer?.cancel();
     await this.#watcher?.cancel().catch(() => undefined);
-    await this.#lease?.revoke().catch(() => undefined);
+    const leaseId = this.#leaseId;
+    this.#leaseId = undefined;
+    if (leaseId !== undefined) await this.#client.leaseRevoke(leaseId).catch(() => undefined);
   }
 
   /**
@@ -127,7 +152,9 @@ export class ClusterView {
         delay = REGISTER_RETRY_MIN_MS;
       }
       const wait = delay;
-      await this.#untilStopped(new Promise((resolve) => setTimeout(resolve, wait).unref()));
+      await this.#untilStopped(
+        new Promise((resolve) => this.#clock.setTimeout(() => resolve(), wait, { unref: true })),
+      );
       current = await this.#register();
       if (current === undefined) delay = Math.min(delay * 2, REGISTER_RETRY_MAX_MS);
     }
@@ -150,21 +177,32 @@ export class ClusterView {
   }
 
   /**
-   * One registration attempt: a new lease (kept alive by etcd3) and this node's key on it.
+   * One registration attempt: a new lease and this node's key on it, the lease then kept alive
+   * every TTL/3 until etcd no longer knows it or no keepalive succeeded for a whole TTL.
    * Resolves with the registration on success, undefined on failure.
    */
   async #register(): Promise<Registration | undefined> {
     if (this.#stopped) return undefined;
-    const lease = this.#opts.client.lease(this.#opts.memberTtlS);
-    this.#lease = lease;
-    const lost = new Promise<void>((resolve) => lease.once('lost', () => resolve()));
+    let leaseId: string | undefined;
     try {
-      await lease
-        .put(`${membersPrefix(this.#opts.prefix)}${this.#opts.nodeId}`)
-        .value(JSON.stringify({ nodeId: this.#opts.nodeId, advertise: this.#opts.advertise }));
+      leaseId = (await this.#client.leaseGrant(this.#opts.memberTtlS)).id;
+      await this.#client.txn({
+        compare: [],
+        success: [
+          {
+            op: 'put',
+            key: `${membersPrefix(this.#opts.prefix)}${this.#opts.nodeId}`,
+            value: Buffer.from(
+              JSON.stringify({ nodeId: this.#opts.nodeId, advertise: this.#opts.advertise }),
+            ),
+            lease: leaseId,
+          },
+        ],
+        failure: [],
+      });
     } catch (err) {
-      // Drop the failed lease (no keepalive loop of its own); the next attempt grants a new one.
-      lease.release();
+      // Drop the failed lease (it expires by itself if the revoke fails too).
+      if (leaseId !== undefined) void this.#client.leaseRevoke(leaseId).catch(() => undefined);
       if (!this.#registerFailing && !this.#stopped) {
         this.#registerFailing = true;
         this.#opts.logger.warn(
@@ -178,7 +216,34 @@ export class ClusterView {
       this.#registerFailing = false;
       this.#opts.logger.info({}, 'cluster view: member registered again');
     }
-    return { lost };
+    this.#leaseId = leaseId;
+    return { leaseId, lost: this.#keepAlive(leaseId) };
+  }
+
+  /** Keeps `leaseId` alive; resolves once it is lost (or the view stops). */
+  #keepAlive(leaseId: string): Promise<void> {
+    const ttlMs = this.#opts.memberTtlS * 1000;
+    let lastOk = this.#clock.now();
+    return new Promise((resolve) => {
+      this.#keepaliveTimer?.cancel();
+      const timer = this.#clock.setInterval(() => {
+        if (this.#stopped || this.#leaseId !== leaseId) {
+          timer.cancel();
+          resolve();
+          return;
+        }
+        const sentAt = this.#clock.now();
+        void this.#client.leaseKeepAliveOnce(leaseId, Math.min(1_000, ttlMs / 3)).then((answer) => {
+          if (answer === 'ok') lastOk = sentAt;
+          if (answer === 'not-found' || this.#clock.now() - lastOk >= ttlMs) {
+            timer.cancel();
+            if (this.#leaseId === leaseId) this.#leaseId = undefined;
+            resolve();
+          }
+        });
+      }, ttlMs / 3);
+      this.#keepaliveTimer = timer;
+    });
   }
 
   async #poll(): Promise<void> {
@@ -186,13 +251,13 @@ export class ClusterView {
     if (this.#polling) return;
     this.#polling = true;
     try {
-      const all = await this.#opts.client.getAll().prefix(this.#opts.prefix).exec();
+      const all = await this.#client.getPrefix(this.#opts.prefix);
       const members: MemberInfo[] = [];
       let leaderRevision: number | undefined;
-      const leaderKey = etcdKeys.leader(this.#opts.prefix).toString();
-      for (const kv of all.kvs) {
-        const key = kv.key.toString();
-        if (key === leaderKey) leaderRevision = Number(kv.create_revision);
+      const leaderKey = etcdKeys.leader(this.#opts.prefix);
+      for (const kv of all) {
+        const key = kv.key;
+        if (key === leaderKey) leaderRevision = Number(kv.createRevision);
         else if (key.startsWith(this.#statePrefix)) this.#onState(kv);
         else if (key.startsWith(membersPrefix(this.#opts.prefix))) {
           const m = parseMember(kv);
@@ -209,8 +274,8 @@ export class ClusterView {
     }
   }
 
-  #onState(kv: IKeyValue): void {
-    const key = kv.key.toString();
+  #onState(kv: EtcdKv): void {
+    const key = kv.key;
     const chainId = key.slice(this.#statePrefix.length);
     try {
       const s = decodeSignState(kv.value, key);
@@ -225,7 +290,7 @@ export class ClusterView {
   }
 }
 
-function parseMember(kv: IKeyValue): MemberInfo | undefined {
+function parseMember(kv: EtcdKv): MemberInfo | undefined {
   try {
     const v = JSON.parse(kv.value.toString()) as Partial<MemberInfo>;
     if (typeof v.nodeId === 'string' && typeof v.advertise === 'string') {

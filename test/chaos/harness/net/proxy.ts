@@ -1,0 +1,126 @@
+/**
+ * A loopback TCP proxy the harness puts on every link it may want to cut: KMS node → etcd
+ * member, KMS node → sentry, follower → leader forward port. Traffic never leaves 127.0.0.1.
+ *
+ * Modes, switchable at any moment:
+ *   open      bytes flow both ways (after `delayMs`, if set)
+ *   blocked   both ways cut: every connection is reset and new ones are refused at once
+ *   oneway    one direction is held (not forwarded, not dropped: like a firewall dropping
+ *             packets one way, TCP sees silence), the other flows
+ * Held bytes are discarded on heal, as a real partition loses them; the connections stay, so
+ * the endpoints see only what a partition shows them: silence, then their own time-outs.
+ */
+import net from 'node:net';
+
+export type ProxyMode =
+  | { kind: 'open' }
+  | { kind: 'blocked' }
+  /** `toTarget`: the client's bytes are held; `toClient`: the target's replies are held */
+  | { kind: 'oneway'; held: 'toTarget' | 'toClient' };
+
+interface Pair {
+  client: net.Socket;
+  target: net.Socket;
+}
+
+export class TcpProxy {
+  private server: net.Server | undefined;
+  private readonly pairs = new Set<Pair>();
+  private modeNow: ProxyMode = { kind: 'open' };
+  /** added latency per chunk, each direction */
+  delayMs = 0;
+
+  private constructor(
+    readonly name: string,
+    private readonly targetHost: string,
+    private readonly targetPort: number,
+  ) {}
+
+  /** Starts a proxy on 127.0.0.1 (random port) to `target` ("host:port"). */
+  static async start(name: string, target: string): Promise<TcpProxy> {
+    const i = target.lastIndexOf(':');
+    const p = new TcpProxy(name, target.slice(0, i), Number(target.slice(i + 1)));
+    const server = net.createServer((c) => p.accept(c));
+    server.on('error', () => {});
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(0, '127.0.0.1', () => resolve());
+    });
+    p.server = server;
+    return p;
+  }
+
+  get port(): number {
+    const a = this.server?.address();
+    if (a === null || a === undefined || typeof a === 'string')
+      throw new Error(`proxy ${this.name} is closed`);
+    return a.port;
+  }
+
+  get address(): string {
+    return `127.0.0.1:${this.port}`;
+  }
+
+  get mode(): ProxyMode {
+    return this.modeNow;
+  }
+
+  set mode(m: ProxyMode) {
+    this.modeNow = m;
+    if (m.kind === 'blocked') for (const pair of [...this.pairs]) this.drop(pair);
+  }
+
+  /** Back to open, no delay. */
+  heal(): void {
+    this.mode = { kind: 'open' };
+    this.delayMs = 0;
+  }
+
+  async close(): Promise<void> {
+    for (const pair of [...this.pairs]) this.drop(pair);
+    const s = this.server;
+    this.server = undefined;
+    if (s !== undefined) await new Promise<void>((resolve) => s.close(() => resolve()));
+  }
+
+  private accept(client: net.Socket): void {
+    client.on('error', () => {});
+    if (this.modeNow.kind === 'blocked') {
+      client.resetAndDestroy();
+      return;
+    }
+    client.setNoDelay(true);
+    const target = net.connect(this.targetPort, this.targetHost);
+    target.on('error', () => {});
+    target.setNoDelay(true);
+    const pair = { client, target };
+    this.pairs.add(pair);
+    this.pipe(client, target, 'toTarget');
+    this.pipe(target, client, 'toClient');
+    const end = (): void => this.drop(pair);
+    client.once('close', end);
+    target.once('close', end);
+  }
+
+  private pipe(from: net.Socket, to: net.Socket, dir: 'toTarget' | 'toClient'): void {
+    from.on('data', (chunk: Buffer) => {
+      const m = this.modeNow;
+      if (m.kind === 'blocked' || (m.kind === 'oneway' && m.held === dir)) return;
+      if (this.delayMs > 0) {
+        from.pause();
+        setTimeout(() => {
+          if (!to.destroyed) to.write(chunk);
+          from.resume();
+        }, this.delayMs);
+      } else if (!to.destroyed) {
+        to.write(chunk);
+      }
+    });
+  }
+
+  private drop(pair: Pair): void {
+    if (!this.pairs.delete(pair)) return;
+    pair.client.resetAndDestroy();
+    pair.target.resetAndDestroy();
+  }
+}
