@@ -54,4 +54,4 @@ export {
   voteSignBytes,
 } from './signbytes.ts';
 export * from './types.ts';
-export { isLowS, normalizeLowS, verifySignature, verifySignatureAsync } from './verify.ts';
+export { isLowS, normalizeLowS, verifySignature } from './verify.ts';

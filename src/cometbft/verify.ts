@@ -94,65 +94,29 @@ function bytes32(x: bigint): Uint8Array {
  *   non-canonical encodings is stricter and no honest signer produces them).
  */
 export function verifySignature(pubKey: PubKey, message: Uint8Array, signature: Uint8Array): boolean {
-  const call = verifyCall(pubKey, message, signature);
-  if (call === undefined) return false;
   try {
-    return nodeVerify(call.algorithm, message, call.key, signature);
-  } catch {
-    return false;
-  }
-}
-
-/**
- * {@link verifySignature} on the libuv thread pool: the same checks and the same result, without
- * holding the event loop for the ~0.05–0.2 ms an ed25519 verification takes. The guard uses it to
- * verify one signature while the HSM computes the next. Never rejects.
- */
-export function verifySignatureAsync(
-  pubKey: PubKey,
-  message: Uint8Array,
-  signature: Uint8Array,
-): Promise<boolean> {
-  const call = verifyCall(pubKey, message, signature);
-  if (call === undefined) return Promise.resolve(false);
-  return new Promise((resolve) => {
-    try {
-      nodeVerify(call.algorithm, message, call.key, signature, (err, valid) =>
-        resolve(err === null && valid),
-      );
-    } catch {
-      resolve(false);
-    }
-  });
-}
-
-/**
- * What node:crypto must check for `signature` to be valid under CometBFT's rules, or undefined
- * when it is invalid whatever the key says (see {@link verifySignature}).
- */
-function verifyCall(
-  pubKey: PubKey,
-  message: Uint8Array,
-  signature: Uint8Array,
-): { algorithm: string | null; key: KeyObject | { key: KeyObject; dsaEncoding: 'ieee-p1363' } } | undefined {
-  try {
-    if (!(message instanceof Uint8Array) || !(signature instanceof Uint8Array)) return undefined;
-    if (signature.length !== SIG_LEN) return undefined;
+    if (!(message instanceof Uint8Array) || !(signature instanceof Uint8Array)) return false;
+    if (signature.length !== SIG_LEN) return false;
     switch (pubKey.type) {
       case 'ed25519':
-        if (pubKey.bytes.length !== 32) return undefined;
-        return { algorithm: null, key: keyObject(pubKey) };
+        if (pubKey.bytes.length !== 32) return false;
+        return nodeVerify(null, message, keyObject(pubKey), signature);
       case 'secp256k1':
-        if (pubKey.bytes.length !== 33) return undefined;
-        if (!isLowS(signature) || !scalarsInRange(signature)) return undefined;
-        return { algorithm: 'sha256', key: { key: keyObject(pubKey), dsaEncoding: 'ieee-p1363' } };
+        if (pubKey.bytes.length !== 33) return false;
+        if (!isLowS(signature) || !scalarsInRange(signature)) return false;
+        return nodeVerify(
+          'sha256',
+          message,
+          { key: keyObject(pubKey), dsaEncoding: 'ieee-p1363' },
+          signature,
+        );
       default:
-        return undefined;
+        return false;
     }
   } catch {
     // Key parsing throws on encodings it cannot use (off-curve points, bad lengths); for a
     // verifier those are just invalid signatures.
-    return undefined;
+    return false;
   }
 }
 

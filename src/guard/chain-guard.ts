@@ -11,7 +11,7 @@ import {
 } from '../cometbft/replies.ts';
 import { boundText } from '../cometbft/text.ts';
 import { compareHRS, type PrivvalMessage, type ProtocolVersion, type Timestamp } from '../cometbft/types.ts';
-import { verifySignature, verifySignatureAsync } from '../cometbft/verify.ts';
+import { verifySignature } from '../cometbft/verify.ts';
 import type { RequestHandler } from '../privval/handler.ts';
 import { NO_STAGES, type SignStage, type StageObserver } from '../stages.ts';
 import { NotLeaderError, StateMissingError, StateRegressionError, StateStoreError } from '../store/errors.ts';
@@ -501,11 +501,14 @@ export class ChainGuard implements RequestHandler {
   }
 
   /**
-   * Signs `bytes` and the extension sign bytes, when there are any, and verifies both. The token
-   * signs the extension while the first signature is verified on the thread pool, so a v0.38
-   * precommit has two HSM signatures but only one verification on its critical path. Signing
-   * the extension bytes before the first signature is verified is safe: they are reserved with
-   * it, and nothing is returned unless both verify.
+   * Signs `bytes` and the extension sign bytes, when there are any, and verifies both. Both go to
+   * the signer at once: it starts on the extension as soon as the first signature is done, before
+   * this continuation runs (its queue hands over within fewer microtask turns than the result
+   * takes to come back here), so the token signs the extension while the first signature is
+   * verified, and a v0.38 precommit has two HSM signatures but only one verification on its
+   * critical path. Signing the extension bytes before the first signature is verified is safe:
+   * they are reserved with it, and nothing is returned unless both verify. (No thread pool or
+   * timer is involved, so the deterministic simulator sees the same steps.)
    */
   private async signBoth(
     bytes: Uint8Array,
@@ -518,14 +521,8 @@ export class ChainGuard implements RequestHandler {
     // Queued behind the first on the signer; awaited below unless the first fails.
     const second = this.signer.sign(extensionBytes);
     second.catch(() => undefined);
-    const signature = await this.signed(first, start, trace);
-    const verifyStart = this.now();
-    const verified = verifySignatureAsync(this.signer.pubKey, bytes, signature).then((valid) => {
-      this.stage('verify', verifyStart);
-      return valid;
-    });
-    const extensionSignature = await this.signed(second, verifyStart, trace);
-    if (!(await verified)) throw invalidSignature();
+    const signature = this.verified(bytes, await this.signed(first, start, trace));
+    const extensionSignature = await this.signed(second, this.now(), trace);
     return [signature, this.verified(extensionBytes, extensionSignature)];
   }
 
