@@ -1,8 +1,18 @@
 #!/usr/bin/env node
-// Entry point of the `cometkms` command. The TypeScript sources are loaded through tsx so that
-// the command always runs exactly the code in src/ (no stale build can be picked up by mistake).
-import { register } from 'tsx/esm/api';
+// Entry point of the `cometkms` command: runs the compiled JavaScript in dist/, which
+// `npm run build` writes (`npm ci` runs it through the `prepare` script; a packaged install
+// ships it). Nothing is compiled at run time.
+import { fileURLToPath } from 'node:url';
 
-register();
-const { main } = await import('../src/cli/main.ts');
+const entry = new URL('../dist/cli/main.js', import.meta.url);
+let main;
+try {
+  ({ main } = await import(entry.href));
+} catch (err) {
+  if (err?.code !== 'ERR_MODULE_NOT_FOUND' || !String(err.message).includes(fileURLToPath(entry))) throw err;
+  process.stderr.write(
+    'cometkms: dist/ is missing: run `npm run build` (npm ci runs it) in the package directory\n',
+  );
+  process.exit(1);
+}
 await main(process.argv);

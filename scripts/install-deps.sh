@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Installs everything CometKMS needs on Debian 12: Debian packages (SoftHSM2, etcd, openssl,
-# and for the tests Chromium, for the status-page browser test, Prometheus, for promtool, and
-# pkcs11-spy, libfaketime and gcc, for the chaos harness) when missing, then the npm packages
-# from the lockfile. `install-deps.sh demo` skips what only the tests need.
+# Installs everything CometKMS needs on Debian 12: Debian packages (SoftHSM2, etcd, openssl, the
+# compiler node-gyp uses, and for the tests Chromium, for the status-page browser test,
+# Prometheus, for promtool, and pkcs11-spy, libfaketime and gcc, for the chaos harness) when
+# missing, then the npm packages from the lockfile. `install-deps.sh demo` skips what only the
+# tests need.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 purpose="${1:-test}"
@@ -12,6 +13,10 @@ command -v softhsm2-util >/dev/null 2>&1 || need_apt+=(softhsm2)
 command -v etcd >/dev/null 2>&1 || need_apt+=(etcd-server)
 command -v etcdctl >/dev/null 2>&1 || need_apt+=(etcd-client)
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
+# npm ci compiles native code with node-gyp (pkcs11js, the flock helper in native/).
+command -v g++ >/dev/null 2>&1 || need_apt+=(g++)
+command -v make >/dev/null 2>&1 || need_apt+=(make)
+command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
 need_promtool=no
 if [ "$purpose" = test ]; then
   command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: install what is missing, lint, typecheck, unit tests,
-# the deterministic simulation tier (sim/), then integration tests against real SoftHSM2 tokens,
-# real etcd members and real sockets.
+# the deterministic simulation tier (sim/), then integration and chaos tests against real SoftHSM2
+# tokens, real etcd members, real sockets and real `cometkms` processes. Those run the compiled
+# dist/, which run-tests.sh rebuilds from src/ before each of these tiers: the tests never
+# exercise a stale build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh

@@ -1,9 +1,12 @@
 /**
  * The logger of long-running commands: pino writing one JSON object per line to stdout (what log
- * shippers expect), or human-readable lines with `--log-format pretty`.
+ * shippers expect), with an ISO-8601 `time`, or human-readable lines with `--log-format pretty`.
+ *
+ * pino-pretty is not a runtime dependency: it is loaded only when `pretty` is asked for, and a
+ * production install without it says how to get readable logs instead (`| npx pino-pretty`).
  */
 import pino from 'pino';
-import pretty from 'pino-pretty';
+import { UsageError } from './errors.ts';
 
 /** Output formats of `--log-format`. */
 export const LOG_FORMATS = ['json', 'pretty'] as const;
@@ -26,11 +29,27 @@ export interface LoggerOptions {
  * worker): a log line written just before the process exits, or just before it is killed, is
  * never lost, and the chaos tests read the log up to the moment of the kill.
  */
-export function createLogger(opts: LoggerOptions): pino.Logger {
+export async function createLogger(opts: LoggerOptions): Promise<pino.Logger> {
   const fd = opts.fd ?? 1;
-  const base = { level: opts.level, base: { pid: process.pid } };
-  if (opts.format === 'pretty') {
-    return pino(base, pretty({ destination: fd, sync: true, translateTime: 'SYS:standard' }));
-  }
+  const base: pino.LoggerOptions = {
+    level: opts.level,
+    base: { pid: process.pid },
+    timestamp: pino.stdTimeFunctions.isoTime,
+  };
+  if (opts.format === 'pretty') return pino(base, await prettyStream(fd));
   return pino(base, pino.destination({ fd, sync: true }));
+}
+
+async function prettyStream(fd: number): Promise<pino.DestinationStream> {
+  let pretty: typeof import('pino-pretty');
+  try {
+    pretty = (await import('pino-pretty')).default;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ERR_MODULE_NOT_FOUND') throw err;
+    throw new UsageError(
+      '--log-format pretty needs the pino-pretty package, which a production install leaves out: ' +
+        'install it (npm install pino-pretty), or keep JSON logs and read them through `npx pino-pretty`',
+    );
+  }
+  return pretty({ destination: fd, sync: true, translateTime: 'SYS:standard' });
 }

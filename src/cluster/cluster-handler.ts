@@ -8,7 +8,7 @@ import { CodecError } from '../cometbft/errors.ts';
 import { decodeMessage, encodeMessage } from '../cometbft/messages.ts';
 import { assertWellFormedReply, tryAgain } from '../cometbft/replies.ts';
 import type { PrivvalMessage, ProtocolVersion } from '../cometbft/types.ts';
-import type { RequestHandler } from '../privval/handler.ts';
+import type { RequestContext, RequestHandler } from '../privval/handler.ts';
 import { NO_STAGES, type StageObserver } from '../stages.ts';
 import type { ForwardOutcome, ForwardResult } from './forward.ts';
 
@@ -39,6 +39,11 @@ export interface ClusterChainHandlerOptions {
   onForward?: (result: string) => void;
   /** receives the duration of each forwarding round trip, as stage `forward` (src/stages.ts) */
   stages?: StageObserver;
+  /**
+   * called when the leader refused a forwarded request: the leader's log names this node as the
+   * forwarder, this one names the validator endpoint the request came from
+   */
+  onRefusalRelayed?: (request: PrivvalMessage, reason: string, context: RequestContext | undefined) => void;
 }
 
 /** The reply kind a signing request must get (anything else from the leader is not relayed). */
@@ -64,22 +69,26 @@ export class ClusterChainHandler implements RequestHandler {
     this.#opts = opts;
   }
 
-  async handle(request: PrivvalMessage): Promise<PrivvalMessage> {
+  async handle(request: PrivvalMessage, ctx?: RequestContext): Promise<PrivvalMessage> {
     switch (request.kind) {
       case 'pubKeyRequest':
       case 'signBytesRequest':
       case 'pingRequest':
-        return await this.#opts.guard.handle(request);
+        return await this.#opts.guard.handle(request, ctx);
       case 'signVoteRequest':
       case 'signProposalRequest':
-        if (this.#opts.leadership.servesLocally()) return await this.#opts.guard.handle(request);
-        return await this.#forward(request, EXPECTED_REPLY[request.kind]);
+        if (this.#opts.leadership.servesLocally()) return await this.#opts.guard.handle(request, ctx);
+        return await this.#forward(request, EXPECTED_REPLY[request.kind], ctx);
       default:
         return tryAgain();
     }
   }
 
-  async #forward(request: PrivvalMessage, expected: PrivvalMessage['kind']): Promise<PrivvalMessage> {
+  async #forward(
+    request: PrivvalMessage,
+    expected: PrivvalMessage['kind'],
+    ctx: RequestContext | undefined,
+  ): Promise<PrivvalMessage> {
     const { chainId, protocol, forwarder } = this.#opts;
     const start = performance.now();
     const result = await forwarder.forward(chainId, encodeMessage(request, protocol));
@@ -100,7 +109,17 @@ export class ClusterChainHandler implements RequestHandler {
       return tryAgain();
     }
     this.#report(reply.kind === 'empty' ? 'leader_retry' : 'ok');
+    const refusal = 'error' in reply ? reply.error : undefined;
+    if (refusal !== undefined) this.#relayedRefusal(request, refusal.description, ctx);
     return reply;
+  }
+
+  #relayedRefusal(request: PrivvalMessage, reason: string, ctx: RequestContext | undefined): void {
+    try {
+      this.#opts.onRefusalRelayed?.(request, reason, ctx);
+    } catch {
+      // an observer's failure must not change the reply
+    }
   }
 
   #report(result: string): void {
@@ -128,8 +147,8 @@ export interface ForwardedChain {
 export function leaderForwardHandler(
   chains: ReadonlyMap<string, ForwardedChain>,
   leadership: LocalLeadership,
-): (chainId: string, body: Uint8Array) => Promise<ForwardOutcome> {
-  return async (chainId, body) => {
+): (chainId: string, body: Uint8Array, peer?: string) => Promise<ForwardOutcome> {
+  return async (chainId, body, peer) => {
     const chain = chains.get(chainId);
     if (chain === undefined) return { status: 'unknown_chain' };
     if (!leadership.servesLocally()) return { status: 'not_leader' };
@@ -143,7 +162,7 @@ export function leaderForwardHandler(
     if (request.kind !== 'signVoteRequest' && request.kind !== 'signProposalRequest') {
       return { status: 'bad_request' };
     }
-    const reply = await chain.guard.handle(request);
+    const reply = await chain.guard.handle(request, peer === undefined ? undefined : { forwardedBy: peer });
     return { status: 'ok', body: encodeMessage(reply, chain.protocol) };
   };
 }

@@ -192,8 +192,11 @@ export interface ForwardServerOptions {
   /** `host:port` to listen on (port 0: any free port) */
   listen: string;
   tls: ForwardTls;
-  /** answers one forwarded request (the leader side: see `leaderForwardHandler`) */
-  handle(chainId: string, body: Uint8Array): Promise<ForwardOutcome>;
+  /**
+   * answers one forwarded request (the leader side: see `leaderForwardHandler`); `peer` is the
+   * CN of the forwarding node's certificate (its node id)
+   */
+  handle(chainId: string, body: Uint8Array, peer: string): Promise<ForwardOutcome>;
   maxInflightPerConnection?: number;
   /** bound on the TLS handshake of an incoming connection; default 5000 ms */
   handshakeTimeoutMs?: number;
@@ -267,7 +270,7 @@ export class ForwardServer {
     this.#sockets.add(socket);
     socket.setNoDelay(true);
     socket.setKeepAlive(true, 5_000);
-    const peer = socket.getPeerCertificate().subject?.CN ?? 'unknown';
+    const peer = String(socket.getPeerCertificate().subject?.CN ?? 'unknown');
     const reader = new ForwardFrameReader(REQUEST_OVERHEAD + MAX_FORWARD_REQUEST_BODY);
     const maxInflight = this.#opts.maxInflightPerConnection ?? DEFAULT_MAX_INFLIGHT;
     let inflight = 0;
@@ -286,7 +289,7 @@ export class ForwardServer {
           continue;
         }
         inflight++;
-        void this.#serve(req.chainId, req.body).then((outcome) => {
+        void this.#serve(req.chainId, req.body, peer).then((outcome) => {
           inflight--;
           if (!socket.destroyed) socket.write(encodeForwardReply(req.id, outcome));
         });
@@ -296,9 +299,9 @@ export class ForwardServer {
     socket.on('close', () => this.#sockets.delete(socket));
   }
 
-  async #serve(chainId: string, body: Uint8Array): Promise<ForwardOutcome> {
+  async #serve(chainId: string, body: Uint8Array, peer: string): Promise<ForwardOutcome> {
     try {
-      const outcome = await this.#opts.handle(chainId, body);
+      const outcome = await this.#opts.handle(chainId, body, peer);
       if (outcome.status === 'ok' && outcome.body.length > MAX_FORWARD_REPLY_BODY) {
         this.#log.warn({ chainId, bytes: outcome.body.length }, 'forward: reply too large');
         return { status: 'failed' };

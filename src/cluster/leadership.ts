@@ -414,7 +414,7 @@ export class Leadership extends EventEmitter implements LeadershipFence {
         failure: [],
       }),
     );
-    if (res.succeeded) this.#log.info({ to: to ?? null }, 'handed leadership over');
+    if (res.succeeded) this.#log.info({ to: to ?? null }, 'leader key released for a hand-over');
     else this.#log.warn({}, 'hand-over found the leadership already lost');
     this.#setFollower(undefined);
   }

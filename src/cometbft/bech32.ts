@@ -2,81 +2,18 @@
  * BIP-173 bech32 (the original checksum constant 1, not bech32m) over 8-bit data, as the Cosmos
  * SDK uses it for `…valcons` addresses and `…valconspub` keys.
  *
- * The SDK lifts BIP-173's 90-character limit to 1023 so that Amino-encoded public keys fit; we
- * do the same. Everything else follows BIP-173: one case throughout, HRP characters 33..126,
- * a six-character checksum, and a 5→8-bit regrouping whose padding must be fewer than five zero bits.
+ * The checksum and the 8↔5-bit regrouping are @scure/base's audited codec. This module adds what
+ * the Cosmos SDK and our callers need around it: the SDK's 1023-character limit instead of
+ * BIP-173's 90 (Amino-encoded public keys do not fit in 90), input checks that name the problem
+ * and its position, and one error type (KeyFormatError) for every malformed input.
  */
-
-import { KeyFormatError } from './keys.ts';
+import { bech32 } from '@scure/base';
+import { KeyFormatError } from './errors.ts';
 
 const CHARSET = 'qpzry9x8gf2tvdw0s3jn54khce6mua7l';
-const GENERATORS = [0x3b6a57b2, 0x26508e6d, 0x1ea119fa, 0x3d4233dd, 0x2a1462b3];
 /** The Cosmos SDK limit; BIP-173 itself says 90. */
 const DEFAULT_MAX_LENGTH = 1023;
-
-const CHARSET_REVERSE: ReadonlyMap<string, number> = new Map([...CHARSET].map((c, i) => [c, i]));
-
-function polymod(values: readonly number[]): number {
-  let chk = 1;
-  for (const v of values) {
-    const top = chk >>> 25;
-    chk = ((chk & 0x1ffffff) << 5) ^ v;
-    for (let i = 0; i < 5; i++) {
-      if ((top >>> i) & 1) chk ^= GENERATORS[i]!;
-    }
-  }
-  return chk >>> 0;
-}
-
-function hrpExpand(hrp: string): number[] {
-  const out: number[] = [];
-  for (let i = 0; i < hrp.length; i++) out.push(hrp.charCodeAt(i) >> 5);
-  out.push(0);
-  for (let i = 0; i < hrp.length; i++) out.push(hrp.charCodeAt(i) & 31);
-  return out;
-}
-
-function createChecksum(hrp: string, words: readonly number[]): number[] {
-  const mod = polymod([...hrpExpand(hrp), ...words, 0, 0, 0, 0, 0, 0]) ^ 1;
-  const out: number[] = [];
-  for (let i = 0; i < 6; i++) out.push((mod >>> (5 * (5 - i))) & 31);
-  return out;
-}
-
-function toWords(bytes: Uint8Array): number[] {
-  const words: number[] = [];
-  let acc = 0;
-  let bits = 0;
-  for (const b of bytes) {
-    acc = ((acc << 8) | b) & 0xfff;
-    bits += 8;
-    while (bits >= 5) {
-      bits -= 5;
-      words.push((acc >>> bits) & 31);
-    }
-  }
-  if (bits > 0) words.push((acc << (5 - bits)) & 31);
-  return words;
-}
-
-function fromWords(words: readonly number[]): Uint8Array {
-  const out: number[] = [];
-  let acc = 0;
-  let bits = 0;
-  for (const w of words) {
-    acc = ((acc << 5) | w) & 0xfff;
-    bits += 5;
-    if (bits >= 8) {
-      bits -= 8;
-      out.push((acc >>> bits) & 0xff);
-    }
-  }
-  // BIP-173: leftover bits must be padding only, i.e. fewer than 5 of them and all zero;
-  // anything else means the string does not encode whole bytes.
-  if (bits >= 5) throw new KeyFormatError('bech32: data has more than 4 bits of padding');
-  if ((acc & ((1 << bits) - 1)) !== 0) throw new KeyFormatError('bech32: non-zero padding bits');
-  return Uint8Array.from(out);
-}
+const CHECKSUM_LENGTH = 6;
 
 function checkHrp(prefix: string): void {
   if (prefix.length === 0) throw new KeyFormatError('bech32: empty human-readable prefix');
@@ -99,14 +36,14 @@ export function bech32Encode(prefix: string, bytes: Uint8Array): string {
   if (lower !== prefix && prefix.toUpperCase() !== prefix) {
     throw new KeyFormatError('bech32: mixed-case prefix');
   }
-  const words = toWords(bytes);
-  const s = lower + '1' + [...words, ...createChecksum(lower, words)].map((w) => CHARSET[w]).join('');
-  if (s.length > DEFAULT_MAX_LENGTH) {
+  const words = bech32.toWords(bytes);
+  const length = lower.length + 1 + words.length + CHECKSUM_LENGTH;
+  if (length > DEFAULT_MAX_LENGTH) {
     throw new KeyFormatError(
-      `bech32: encoding is ${s.length} characters, over the ${DEFAULT_MAX_LENGTH} limit`,
+      `bech32: encoding is ${length} characters, over the ${DEFAULT_MAX_LENGTH} limit`,
     );
   }
-  return s;
+  return bech32.encode(lower, words, DEFAULT_MAX_LENGTH);
 }
 
 /**
@@ -129,18 +66,33 @@ export function bech32Decode(
   const prefix = lower.slice(0, sep);
   checkHrp(prefix);
   const dataPart = lower.slice(sep + 1);
-  if (dataPart.length < 6) throw new KeyFormatError('bech32: checksum shorter than 6 characters');
-  const words: number[] = [];
+  if (dataPart.length < CHECKSUM_LENGTH) {
+    throw new KeyFormatError('bech32: checksum shorter than 6 characters');
+  }
   for (let i = 0; i < dataPart.length; i++) {
-    const w = CHARSET_REVERSE.get(dataPart[i]!);
-    if (w === undefined) {
+    if (!CHARSET.includes(dataPart[i]!)) {
       throw new KeyFormatError(
         `bech32: invalid data character ${JSON.stringify(dataPart[i])} at position ${sep + 1 + i}`,
       );
     }
-    words.push(w);
   }
-  // Constant 1 is bech32; a bech32m string (constant 0x2bc830a3) fails here on purpose.
-  if (polymod([...hrpExpand(prefix), ...words]) !== 1) throw new KeyFormatError('bech32: invalid checksum');
-  return { prefix, bytes: fromWords(words.slice(0, -6)) };
+  let words: number[];
+  try {
+    // Constant 1 is bech32; a bech32m string (constant 0x2bc830a3) fails here on purpose.
+    ({ words } = bech32.decode(lower as `${string}1${string}`, maxLength));
+  } catch (err) {
+    throw new KeyFormatError(`bech32: invalid checksum (${(err as Error).message})`);
+  }
+  // BIP-173: leftover bits must be padding only, i.e. fewer than 5 of them and all zero;
+  // anything else means the string does not encode whole bytes.
+  try {
+    return { prefix, bytes: bech32.fromWords(words) };
+  } catch (err) {
+    const message = (err as Error).message;
+    if (/excess padding/i.test(message)) {
+      throw new KeyFormatError('bech32: data has more than 4 bits of padding');
+    }
+    if (/non-zero padding/i.test(message)) throw new KeyFormatError('bech32: non-zero padding bits');
+    throw new KeyFormatError(`bech32: ${message}`);
+  }
 }

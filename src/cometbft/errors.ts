@@ -1,7 +1,8 @@
 /**
- * The one error type of the CometBFT codec. Every decoding or encoding failure in
- * `src/cometbft/{wire,messages,framing,signbytes}.ts` is a `CodecError`, so callers can tell a
- * malformed peer message (drop or answer with an error) from a programming error (crash).
+ * The error types of the CometBFT layer. Every decoding or encoding failure in
+ * `src/cometbft/{wire,messages,framing,signbytes}.ts` is a `CodecError`, and every malformed key,
+ * address or key encoding (keys.ts, bech32.ts) a `KeyFormatError`, so callers can tell malformed
+ * input (drop or answer with an error) from a programming error (crash).
  */
 
 /**
@@ -32,4 +33,9 @@ export class CodecError extends Error {
     this.name = 'CodecError';
     this.code = code;
   }
+}
+
+/** A key, address, file or encoding that does not have the required form. */
+export class KeyFormatError extends Error {
+  override name = 'KeyFormatError';
 }

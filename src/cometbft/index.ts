@@ -8,7 +8,7 @@
  */
 
 export { bech32Decode, bech32Encode } from './bech32.ts';
-export { CodecError, type CodecErrorCode } from './errors.ts';
+export { CodecError, type CodecErrorCode, KeyFormatError } from './errors.ts';
 export {
   DEFAULT_MAX_MESSAGE_SIZE,
   decodeUvarint,
@@ -22,9 +22,9 @@ export {
   checkPubKey,
   consensusAddressBech32,
   consensusPubKeyBech32,
+  cosmosPubKeyJson,
   fromBase64,
   fromHex,
-  KeyFormatError,
   pubKeyFromJson,
   pubKeyToJson,
   publicKeyFromPrivate,

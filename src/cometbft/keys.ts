@@ -9,12 +9,10 @@ import { secp256k1 } from '@noble/curves/secp256k1.js';
 import { ripemd160 } from '@noble/hashes/legacy.js';
 import { sha256 } from '@noble/hashes/sha2.js';
 import { bech32Encode } from './bech32.ts';
+import { KeyFormatError } from './errors.ts';
 import type { KeyType, PubKey } from './types.ts';
 
-/** A key, address, file or encoding that does not have the required form. */
-export class KeyFormatError extends Error {
-  override name = 'KeyFormatError';
-}
+export { KeyFormatError };
 
 const ED25519_PUB_LEN = 32;
 const SECP256K1_PUB_LEN = 33;
@@ -167,6 +165,24 @@ export function pubKeyFromJson(json: unknown): PubKey {
   const pubKey: PubKey = { type: keyType, bytes };
   checkPubKey(pubKey);
   return pubKey;
+}
+
+/** Cosmos SDK `Any` type URLs of consensus public keys. */
+const COSMOS_PUBKEY_TYPE = {
+  ed25519: '/cosmos.crypto.ed25519.PubKey',
+  secp256k1: '/cosmos.crypto.secp256k1.PubKey',
+} as const;
+
+/**
+ * The Cosmos SDK JSON form of a consensus public key, `{"@type", "key"}` (key = base64; for
+ * secp256k1 the 33-byte compressed point), as `tx staking create-validator --pubkey` takes it.
+ */
+export function cosmosPubKeyJson(pubKey: PubKey): {
+  '@type': '/cosmos.crypto.ed25519.PubKey' | '/cosmos.crypto.secp256k1.PubKey';
+  key: string;
+} {
+  checkPubKey(pubKey);
+  return { '@type': COSMOS_PUBKEY_TYPE[pubKey.type], key: toBase64(pubKey.bytes) };
 }
 
 /** The legacy Amino binary encoding of a public key: type prefix, length byte, key bytes. */

@@ -14,6 +14,19 @@ export interface TemplateOptions {
   home: string;
   /** the admin bearer token file `init` created; absent: the key is left commented out */
   adminTokenFile?: string;
+  /** admin API host:port (default CONFIG_DEFAULTS.adminListen) */
+  adminListen?: string;
+  /** the [hsm] section's values that differ from the template's examples */
+  hsm?: { module?: string; tokenLabel?: string; pinFile?: string };
+  /** a [cluster] section to write uncommented; absent: the section is shown commented out */
+  cluster?: {
+    etcdEndpoints: string[];
+    forwardListen: string;
+    forwardAdvertise: string;
+    tlsCaFile: string;
+    tlsCertFile: string;
+    tlsKeyFile: string;
+  };
   chain?: {
     id: string;
     keyLabel: string;
@@ -43,6 +56,11 @@ export function configTemplate(opts: TemplateOptions): string {
     validator: 'tcp://127.0.0.1:26659',
   };
   const d = CONFIG_DEFAULTS;
+  const hsm = opts.hsm ?? {};
+  const cl = opts.cluster;
+  // A key of the [cluster] section: set when `cl` is given, else commented out with an example.
+  const clusterKey = (key: string, value: string | undefined, example: string): string =>
+    value === undefined ? `# ${key} = ${example}` : `${key} = ${value}`;
   return `# CometKMS configuration (TOML). Unknown keys are errors. Relative paths are resolved
 # against the directory of this file. Secrets are never written here, only the files that hold
 # them (chmod 600). Environment overrides: COMETKMS_NODE_ID (node.id), COMETKMS_HOME (node.home),
@@ -56,16 +74,16 @@ home = ${str(opts.home)}
 
 [hsm]
 # The PKCS#11 module of your HSM.
-module = "/usr/lib/softhsm/libsofthsm2.so"
+module = ${str(hsm.module ?? '/usr/lib/softhsm/libsofthsm2.so')}
 # A profile file in hsm/ (mechanisms and quirks of the HSM).
 profile = ${str(d.hsmProfile)}
-token_label = "cometkms"
+token_label = ${str(hsm.tokenLabel ?? 'cometkms')}
 # File holding the user PIN; without it the PIN is read from COMETKMS_HSM_PIN.
-# pin_file = "/etc/cometkms/hsm.pin"
+${hsm.pinFile === undefined ? '# pin_file = "/etc/cometkms/hsm.pin"' : `pin_file = ${str(hsm.pinFile)}`}
 
 [admin]
 # Admin API (health, status, metrics, leadership transfer), host:port.
-listen = ${str(d.adminListen)}
+listen = ${str(opts.adminListen ?? d.adminListen)}
 # File holding the bearer token required on every non-public route.
 ${opts.adminTokenFile === undefined ? '# token_file = "/etc/cometkms/admin.token"' : `token_file = ${str(opts.adminTokenFile)}`}
 # Routes that need no token.
@@ -75,19 +93,19 @@ ${opts.adminTokenFile === undefined ? '# token_file = "/etc/cometkms/admin.token
 # tls_key_file = "/etc/cometkms/tls/admin-key.pem"
 
 # Cluster mode: leave this section out to run a single node.
-# [cluster]
-# etcd_endpoints = ["https://10.0.0.1:2379", "https://10.0.0.2:2379", "https://10.0.0.3:2379"]
+${cl === undefined ? '# [cluster]' : '[cluster]'}
+${clusterKey('etcd_endpoints', cl && `[${cl.etcdEndpoints.map(str).join(', ')}]`, '["https://10.0.0.1:2379", "https://10.0.0.2:2379", "https://10.0.0.3:2379"]')}
 # lease_ttl_s = ${d.leaseTtlS}
 # etcd_prefix = ${str(d.etcdPrefix)}
 # etcd_call_timeout_ms = ${d.etcdCallTimeoutMs}
 # etcd_username = "cometkms"
 # etcd_password_file = "/etc/cometkms/etcd.password"
-# forward_listen = "0.0.0.0:26790"
-# forward_advertise = "10.0.0.1:26790"
+${clusterKey('forward_listen', cl && str(cl.forwardListen), '"0.0.0.0:26790"')}
+${clusterKey('forward_advertise', cl && str(cl.forwardAdvertise), '"10.0.0.1:26790"')}
 # Required: used for forwarding between nodes (mutual TLS) and for https:// etcd endpoints.
-# tls_ca_file = "/etc/cometkms/tls/ca.pem"
-# tls_cert_file = "/etc/cometkms/tls/node.pem"
-# tls_key_file = "/etc/cometkms/tls/node-key.pem"
+${clusterKey('tls_ca_file', cl && str(cl.tlsCaFile), '"/etc/cometkms/tls/ca.pem"')}
+${clusterKey('tls_cert_file', cl && str(cl.tlsCertFile), '"/etc/cometkms/tls/node.pem"')}
+${clusterKey('tls_key_file', cl && str(cl.tlsKeyFile), '"/etc/cometkms/tls/node-key.pem"')}
 
 # One [[chain]] per chain this KMS signs for.
 ${chainNote}[[chain]]

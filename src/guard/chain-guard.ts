@@ -10,9 +10,15 @@ import {
   tryAgain,
 } from '../cometbft/replies.ts';
 import { boundText } from '../cometbft/text.ts';
-import { compareHRS, type PrivvalMessage, type ProtocolVersion, type Timestamp } from '../cometbft/types.ts';
+import {
+  compareHRS,
+  type PrivvalMessage,
+  type ProtocolVersion,
+  Step,
+  type Timestamp,
+} from '../cometbft/types.ts';
 import { verifySignature } from '../cometbft/verify.ts';
-import type { RequestHandler } from '../privval/handler.ts';
+import type { RequestContext, RequestHandler } from '../privval/handler.ts';
 import { NO_STAGES, type SignStage, type StageObserver } from '../stages.ts';
 import { NotLeaderError, StateMissingError, StateRegressionError, StateStoreError } from '../store/errors.ts';
 import type { SignState, SignStateStore } from '../store/types.ts';
@@ -24,6 +30,7 @@ import {
   type ReplyTemplate,
   type SignRequest,
   type Verdict,
+  voteStep,
 } from './decide.ts';
 import { type DecisionKind, type GuardDecision, type RetryCode, STATE_ALARM_CODES } from './decision.ts';
 import { AsyncMutex } from './mutex.ts';
@@ -96,6 +103,8 @@ interface Trace {
   step?: number;
   signBytes?: Uint8Array;
   hsmMs?: number;
+  /** who asked (endpoint, remote node, forwarding node): named in the decision, never decides it */
+  context?: RequestContext;
 }
 
 /** A request's result before it becomes a reply and a decision. */
@@ -204,13 +213,13 @@ export class ChainGuard implements RequestHandler {
    * Answers one privval request (spec §8): PubKey, SignVote and SignProposal as described on the
    * class; SignBytes is refused; Ping gets a PingResponse; anything else an empty Message.
    */
-  async handle(request: PrivvalMessage): Promise<PrivvalMessage> {
+  async handle(request: PrivvalMessage, context?: RequestContext): Promise<PrivvalMessage> {
     switch (request.kind) {
       case 'pubKeyRequest':
-        return this.process('pubkey', refusedPubKey, {}, async () => this.pubKey(request.chainId));
+        return this.process('pubkey', refusedPubKey, { context }, async () => this.pubKey(request.chainId));
       case 'signVoteRequest':
       case 'signProposalRequest': {
-        const trace: Trace = {};
+        const trace: Trace = { context };
         const kind = request.kind === 'signVoteRequest' ? 'vote' : 'proposal';
         const refuse = kind === 'vote' ? refusedVote : refusedProposal;
         const queued = this.now();
@@ -225,7 +234,7 @@ export class ChainGuard implements RequestHandler {
         // v1.0 SignBytes signs arbitrary bytes as they are, with no HRS check. With a validator
         // key those bytes could be the canonical sign bytes of a conflicting vote or proposal,
         // so serving it would be a way around every guard rule. CometKMS never does.
-        return this.process('sign_bytes', refusedSignBytes, {}, async () => ({
+        return this.process('sign_bytes', refusedSignBytes, { context }, async () => ({
           outcome: 'refused',
           code: 'sign_bytes_refused',
           reason: 'unable to sign bytes: CometKMS does not sign arbitrary bytes with a validator key',
@@ -569,6 +578,7 @@ export class ChainGuard implements RequestHandler {
       kind,
       outcome: result.outcome,
       latencyMs,
+      ...trace.context,
     };
     if (trace.type !== undefined) decision.type = trace.type;
     if (trace.height !== undefined) decision.height = trace.height;
@@ -594,7 +604,9 @@ export class ChainGuard implements RequestHandler {
 function traceVerdict(trace: Trace, request: SignRequest, verdict: Verdict): void {
   const payload = request.kind === 'signVoteRequest' ? request.vote : request.proposal;
   if (payload !== undefined) {
-    Object.assign(trace, { type: payload.type, height: payload.height, round: payload.round });
+    // A refusal names its step too (audit log, metrics), whenever the request has one.
+    const step = request.kind === 'signVoteRequest' ? voteStep(payload.type) : Step.Propose;
+    Object.assign(trace, { type: payload.type, height: payload.height, round: payload.round, step });
   }
   if (verdict.action === 'refuse') return;
   trace.step = verdict.hrs.step;

@@ -68,4 +68,10 @@ export interface GuardDecision {
   latencyMs: number;
   /** time spent in `Signer.sign`, when it was called */
   hsmMs?: number;
+  /** the validator endpoint the request arrived on (see RequestContext) */
+  endpoint?: string;
+  /** the SecretConnection node id of the requesting node (tcp only) */
+  remoteNodeId?: string;
+  /** the cluster node that forwarded the request to this leader */
+  forwardedBy?: string;
 }

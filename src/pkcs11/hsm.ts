@@ -188,7 +188,10 @@ export class Hsm {
   /** Every ed25519 and secp256k1 public key on the token (other objects are skipped). */
   listKeys(): KeyInfo[] {
     this.#assertOpen();
-    const s = this.#publicSession;
+    return this.#listKeys(this.#publicSession);
+  }
+
+  #listKeys(s: Handle): KeyInfo[] {
     const out: KeyInfo[] = [];
     for (const handle of this.#find(s, [{ type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_PUBLIC_KEY }])) {
       const type = this.#keyTypeOf(s, handle);
@@ -345,6 +348,17 @@ export class Hsm {
     }
     return this.#withLogin(pin, async (session) => {
       this.#assertLabelFree(session, label);
+      // Two labels for one key would let two configurations, each with its own guard and sign
+      // state, sign with the same key without anyone noticing.
+      const twin = this.#listKeys(session).find(
+        (k) => k.type === type && bytesEqual(k.pubKey.bytes, pubKey.bytes),
+      );
+      if (twin !== undefined) {
+        throw new HsmError(
+          `token "${this.#tokenLabel}" already holds this ${type} key, labelled "${twin.label}": ` +
+            'a key is imported once, under one label',
+        );
+      }
       const pk = this.#module.pkcs11;
       const id = randomBytes(8);
       const created: Handle[] = [];
@@ -377,6 +391,41 @@ export class Hsm {
         this.#destroy(session, created);
         throw err;
       }
+    });
+  }
+
+  /**
+   * Destroys the key pair labelled `label` (its public and its private key object) for good.
+   * Refuses while this process has a signing session open, and when the label names no key or
+   * more than one object of a class. Returns what was deleted, for the operator's record.
+   */
+  async deleteKey(label: string, pin: string): Promise<{ type: KeyType | undefined; pubKey?: PubKey }> {
+    if (this.#signing !== undefined) throw new HsmError('refusing to delete a key while signing');
+    return this.#withLogin(pin, async (session) => {
+      const objects = (cls: number) =>
+        this.#find(session, [
+          { type: pkcs11js.CKA_CLASS, value: cls },
+          { type: pkcs11js.CKA_LABEL, value: label },
+        ]);
+      const publicKeys = objects(pkcs11js.CKO_PUBLIC_KEY);
+      const privateKeys = objects(pkcs11js.CKO_PRIVATE_KEY);
+      if (publicKeys.length === 0 && privateKeys.length === 0) {
+        throw new HsmError(`no key labelled "${label}" on token "${this.#tokenLabel}"`);
+      }
+      if (publicKeys.length > 1 || privateKeys.length > 1) {
+        throw new HsmError(
+          `several keys are labelled "${label}" on token "${this.#tokenLabel}"; delete them with the vendor's tools`,
+        );
+      }
+      const [pub] = publicKeys;
+      const type = this.#keyTypeOf(session, (pub ?? privateKeys[0]) as Handle);
+      const pubKey =
+        pub !== undefined && type !== undefined ? this.#readPubKey(session, pub, type) : undefined;
+      // Private key first: once it is gone nothing can sign, whatever happens to the public half.
+      for (const h of [...privateKeys, ...publicKeys]) {
+        p11('C_DestroyObject', () => this.#module.pkcs11.C_DestroyObject(session, h));
+      }
+      return pubKey === undefined ? { type } : { type, pubKey };
     });
   }
 

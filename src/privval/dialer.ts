@@ -170,6 +170,10 @@ export class ValidatorDialer extends EventEmitter<DialerEvents> {
     const end = await runSession(stream, {
       version: this.opts.version,
       handler: this.opts.handler,
+      context:
+        this.remoteNodeId === undefined
+          ? { endpoint: this.addr }
+          : { endpoint: this.addr, remoteNodeId: this.remoteNodeId },
       idleTimeoutMs: this.idleTimeoutMs,
       logger: this.log,
       ...(this.opts.stages === undefined ? {} : { stages: this.opts.stages }),

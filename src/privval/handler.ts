@@ -1,6 +1,19 @@
 import type { PrivvalMessage } from '../cometbft/types.ts';
 
 /**
+ * Where a request came from. It names the requester in logs and decisions; it never takes part
+ * in deciding anything.
+ */
+export interface RequestContext {
+  /** the validator endpoint the request arrived on, e.g. `tcp://10.0.0.5:26659` */
+  endpoint?: string;
+  /** the SecretConnection node id of that endpoint's node (tcp only) */
+  remoteNodeId?: string;
+  /** the cluster node that forwarded the request to this leader (its certificate's CN) */
+  forwardedBy?: string;
+}
+
+/**
  * Answers one decoded privval request. The request session calls it strictly one request at a
  * time per connection; Ping is answered by the session itself and never reaches a handler.
  *
@@ -10,5 +23,5 @@ import type { PrivvalMessage } from '../cometbft/types.ts';
  * returns a response of the expected type without either a signature or an error.
  */
 export interface RequestHandler {
-  handle(request: PrivvalMessage): Promise<PrivvalMessage>;
+  handle(request: PrivvalMessage, context?: RequestContext): Promise<PrivvalMessage>;
 }

@@ -39,7 +39,7 @@ import { refusalFor } from '../cometbft/replies.ts';
 import { boundText } from '../cometbft/text.ts';
 import type { PrivvalMessage, ProtocolVersion } from '../cometbft/types.ts';
 import { NO_STAGES, type StageObserver } from '../stages.ts';
-import type { RequestHandler } from './handler.ts';
+import type { RequestContext, RequestHandler } from './handler.ts';
 
 /** Largest reply body a v0.34–v1.0 node reads (spec §1.2: compared with the length value). */
 export const MAX_REPLY_SIZE = 10240;
@@ -59,6 +59,8 @@ export const DEFAULT_WRITE_TIMEOUT_MS = 5_000;
 export interface SessionOptions {
   version: ProtocolVersion;
   handler: RequestHandler;
+  /** handed to the handler with every request (which endpoint, which remote node) */
+  context?: RequestContext;
   /** Largest accepted request body; a longer length prefix closes the connection. Default: see DEFAULT_MAX_REQUEST_SIZE. */
   maxRequestSize?: number;
   /** Time without a complete request (while waiting for one) that ends the session. Default 10 s. */
@@ -243,7 +245,7 @@ class Session {
 
     let reply: PrivvalMessage;
     try {
-      reply = await this.opts.handler.handle(request);
+      reply = await this.opts.handler.handle(request, this.opts.context);
     } catch (err) {
       this.log.error(
         { err, request: request.kind },

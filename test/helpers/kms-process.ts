@@ -9,17 +9,14 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import type { NodeStatus } from '../../src/admin/types.ts';
 import type { KeyType, ProtocolVersion, PubKey } from '../../src/cometbft/types.ts';
 import { openHsm } from '../../src/pkcs11/hsm.ts';
 import { loadOrCreateIdentity } from '../../src/privval/identity.ts';
 import { FileSignStateStore, STATE_DIR } from '../../src/store/file.ts';
 import { freshSignState } from '../../src/store/types.ts';
+import { freshCli } from './dist.ts';
 import type { SoftHsmToken } from './softhsm.ts';
-
-/** The repository's CLI entry point. */
-export const CLI = fileURLToPath(new URL('../../bin/cometkms.js', import.meta.url));
 
 /** One [[chain]] of the generated config. */
 export interface KmsChain {
@@ -220,13 +217,14 @@ export class KmsProcess {
   }
 
   /**
-   * Spawns `node bin/cometkms.js ...args` with exactly `env`; with `wrapper` (e.g.
-   * `['unshare', '-n']`), as `wrapper... node bin/cometkms.js ...args`.
+   * Spawns `node bin/cometkms.js ...args` with exactly `env` (from a dist/ built from the current
+   * src/, or the copy of the command given as `cli`); with `wrapper` (e.g. `['unshare', '-n']`),
+   * as `wrapper... node bin/cometkms.js ...args`.
    */
-  static spawn(args: string[], env: NodeJS.ProcessEnv, wrapper: string[] = []): KmsProcess {
+  static spawn(args: string[], env: NodeJS.ProcessEnv, wrapper: string[] = [], cli = freshCli()): KmsProcess {
     const [command, ...prefix] = [...wrapper, process.execPath];
     return new KmsProcess(
-      spawn(command as string, [...prefix, CLI, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] }),
+      spawn(command as string, [...prefix, cli, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] }),
     );
   }
 
@@ -236,6 +234,15 @@ export class KmsProcess {
 
   get stderr(): string {
     return this.stderrText;
+  }
+
+  /**
+   * The message of the fatal log line a `start` that cannot start writes (on stdout, like every
+   * log line) before it exits; undefined if there is none.
+   */
+  get fatal(): string | undefined {
+    const line = this.logs().find((r) => r['level'] === 60);
+    return line === undefined ? undefined : String(line['msg']);
   }
 
   /** How it ended, or undefined while it runs. */
@@ -273,7 +280,7 @@ export class KmsProcess {
       if (this.exit) {
         throw new Error(
           `cometkms (pid ${this.pid}) exited (code ${this.exit.code}, signal ${this.exit.signal}) ` +
-            `before the expected log line; stderr: ${this.stderrText.trim()}`,
+            `before the expected log line; fatal: ${this.fatal ?? 'none'}; stderr: ${this.stderrText.trim()}`,
         );
       }
       const left = deadline - Date.now();

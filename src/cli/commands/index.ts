@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 import { registerAudit } from './audit.ts';
+import { registerConfig } from './config.ts';
 import { registerDemo } from './demo.ts';
 import { registerInit } from './init.ts';
 import { registerKeys } from './keys.ts';
@@ -16,6 +17,7 @@ export type RegisterCommand = (program: Command) => void;
 /** Every subcommand of `cometkms`, in the order `--help` lists them. */
 export const commands: RegisterCommand[] = [
   registerInit,
+  registerConfig,
   registerStart,
   registerState,
   registerStatus,

@@ -1,9 +1,11 @@
 import { readFile } from 'node:fs/promises';
+import { createInterface } from 'node:readline/promises';
 import { type Command, Option } from 'commander';
 import { bytesEqual } from '../../cometbft/bytes.ts';
 import {
   consensusAddressBech32,
   consensusPubKeyBech32,
+  cosmosPubKeyJson,
   pubKeyToJson,
   toHex,
   toHexUpper,
@@ -12,9 +14,11 @@ import {
 import { parsePrivValidatorKey } from '../../cometbft/privval-files.ts';
 import type { KeyType, PubKey } from '../../cometbft/types.ts';
 import { loadConfig } from '../../config/load.ts';
+import { HsmError } from '../../pkcs11/errors.ts';
 import { type Hsm, type HsmOptions, openHsm } from '../../pkcs11/hsm.ts';
 import { readPin } from '../../pkcs11/pin.ts';
 import { loadProfile } from '../../pkcs11/profiles.ts';
+import { UsageError } from '../errors.ts';
 
 /** Options every `keys` subcommand takes to find the token. */
 interface TokenOptions {
@@ -49,7 +53,7 @@ async function resolveToken(opts: TokenOptions): Promise<{ hsm: HsmOptions; pinF
       opts.pinFile !== undefined ||
       opts.profile !== undefined
     ) {
-      throw new Error('use either --config or --module/--token-label/--pin-file/--profile, not both');
+      throw new UsageError('use either --config or --module/--token-label/--pin-file/--profile, not both');
     }
     const { hsm } = await loadConfig(opts.config);
     return {
@@ -58,7 +62,7 @@ async function resolveToken(opts: TokenOptions): Promise<{ hsm: HsmOptions; pinF
     };
   }
   if (opts.module === undefined || opts.tokenLabel === undefined) {
-    throw new Error('name the token with --config FILE, or with --module PATH and --token-label LABEL');
+    throw new UsageError('name the token with --config FILE, or with --module PATH and --token-label LABEL');
   }
   const hsm: HsmOptions = { module: opts.module, tokenLabel: opts.tokenLabel };
   if (opts.profile !== undefined) hsm.profile = await loadProfile(opts.profile);
@@ -81,6 +85,7 @@ export function describeKey(label: string, pubKey: PubKey, bech32Prefix: string)
     label,
     type: pubKey.type,
     pub_key: pubKeyToJson(pubKey),
+    cosmos_pub_key: cosmosPubKeyJson(pubKey),
     pub_key_hex: toHex(pubKey.bytes),
     address: toHexUpper(validatorAddress(pubKey)),
     valcons: consensusAddressBech32(pubKey, bech32Prefix),
@@ -98,12 +103,13 @@ function printKey(label: string, pubKey: PubKey, bech32Prefix: string, json: boo
     ['label', d.label],
     ['type', d.type],
     ['pub_key', JSON.stringify(d.pub_key)],
+    ['cosmos_pub_key', JSON.stringify(d.cosmos_pub_key)],
     ['pub_key_hex', d.pub_key_hex],
     ['address', d.address],
     ['valcons', d.valcons],
     ['valconspub', d.valconspub],
   ];
-  for (const [k, v] of rows) process.stdout.write(`${`${k}:`.padEnd(13)}${v}\n`);
+  for (const [k, v] of rows) process.stdout.write(`${`${k}:`.padEnd(16)}${v}\n`);
 }
 
 function prefixOption(): Option {
@@ -112,9 +118,9 @@ function prefixOption(): Option {
   );
 }
 
-/** `cometkms keys generate|import|list|show`: provisioning of validator keys in the HSM. */
+/** `cometkms keys generate|import|list|show|delete`: provisioning of validator keys in the HSM. */
 export function registerKeys(program: Command): void {
-  const keys = program.command('keys').description('create and inspect validator keys in the HSM');
+  const keys = program.command('keys').description('create, inspect and delete validator keys in the HSM');
 
   tokenOptions(
     keys
@@ -158,7 +164,7 @@ export function registerKeys(program: Command): void {
           h.importKey(opts.label, parsed.pubKey.type, parsed.privateKey, pin),
         );
         if (!bytesEqual(pubKey.bytes, parsed.pubKey.bytes)) {
-          throw new Error(
+          throw new HsmError(
             `the token reports a different public key for "${opts.label}" than ${opts.from} holds`,
           );
         }
@@ -215,9 +221,63 @@ export function registerKeys(program: Command): void {
     const matches = await withHsm(hsm, async (h) => h.listKeys().filter((k) => k.label === opts.label));
     const [key, ...rest] = matches;
     if (key === undefined)
-      throw new Error(`no ed25519 or secp256k1 key labelled "${opts.label}" on token "${hsm.tokenLabel}"`);
+      throw new HsmError(`no ed25519 or secp256k1 key labelled "${opts.label}" on token "${hsm.tokenLabel}"`);
     if (rest.length > 0)
-      throw new Error(`${matches.length} keys are labelled "${opts.label}"; labels must be unique`);
+      throw new HsmError(`${matches.length} keys are labelled "${opts.label}"; labels must be unique`);
     printKey(key.label, key.pubKey, opts.bech32Prefix, opts.json === true);
   });
+
+  tokenOptions(
+    keys
+      .command('delete')
+      .description(
+        'destroy a key pair in the token for good (asks for the label again on a terminal; --yes in scripts)',
+      )
+      .requiredOption('--label <label>', 'label of the key to delete')
+      .option('--yes', 'do not ask (required when stdin is not a terminal)'),
+  ).action(async (opts: TokenOptions & { label: string; yes?: boolean }) => {
+    if (opts.yes !== true && process.stdin.isTTY !== true) {
+      throw new UsageError(
+        'keys delete asks for confirmation on a terminal; without one (a script, a pipe), pass --yes',
+      );
+    }
+    const { hsm, pinFile } = await resolveToken(opts);
+    const pin = await readPin(pinFile);
+    await withHsm(hsm, async (h) => {
+      const shown = h.listKeys().filter((k) => k.label === opts.label);
+      if (opts.yes !== true) await confirmDeletion(opts.label, hsm.tokenLabel, shown);
+      const deleted = await h.deleteKey(opts.label, pin);
+      const address = deleted.pubKey === undefined ? 'unknown' : toHexUpper(validatorAddress(deleted.pubKey));
+      process.stdout.write(
+        `deleted key "${opts.label}" (${deleted.type ?? 'unknown type'}, address ${address}) from token "${hsm.tokenLabel}"\n`,
+      );
+    });
+  });
+}
+
+/**
+ * Shows what is about to be destroyed and asks for its label again; anything else aborts. A
+ * deleted validator key is gone unless the HSM's own backup holds it (README, "Back up keys").
+ */
+async function confirmDeletion(
+  label: string,
+  tokenLabel: string,
+  keys: ReadonlyArray<{ type: KeyType; pubKey: PubKey }>,
+): Promise<void> {
+  const err = process.stderr;
+  for (const k of keys) {
+    err.write(
+      `key "${label}" on token "${tokenLabel}": ${k.type}, address ${toHexUpper(validatorAddress(k.pubKey))}\n`,
+    );
+  }
+  err.write(
+    "Deleting it cannot be undone: a validator key that is not in the HSM's backup is lost for good.\n",
+  );
+  const rl = createInterface({ input: process.stdin, output: process.stderr });
+  try {
+    const answer = await rl.question(`Type the label (${label}) to delete it: `);
+    if (answer.trim() !== label) throw new Error('not deleted: the label typed did not match');
+  } finally {
+    rl.close();
+  }
 }

@@ -11,6 +11,7 @@ import { formatPrivvalAddress, parsePrivvalAddress } from '../../privval/address
 import { SignRecord } from '../../simulator/sign-record.ts';
 import { type SimulationSummary, ValidatorSimulator } from '../../simulator/simulator.ts';
 import { parseDuration } from '../duration.ts';
+import { UsageError } from '../errors.ts';
 
 interface SimulateOptions {
   listen: string;
@@ -145,7 +146,7 @@ export function sentryAddresses(listen: string, k: number): string[] {
     if (base.proto === 'unix')
       return formatPrivvalAddress({ proto: 'unix', path: i === 0 ? base.path : `${base.path}.${i}` });
     const port = base.port === 0 ? 0 : base.port + i;
-    if (port > 65535) throw new Error(`--sentries ${k} from port ${base.port} goes beyond port 65535`);
+    if (port > 65535) throw new UsageError(`--sentries ${k} from port ${base.port} goes beyond port 65535`);
     return formatPrivvalAddress({ ...base, port });
   });
 }

@@ -11,12 +11,10 @@
 import { readFile, writeFile } from 'node:fs/promises';
 import type { Command } from 'commander';
 import type { Etcd3 } from 'etcd3';
-import { createEtcdClient } from '../../cluster/etcd-client.ts';
 import { clusterEtcdOptions } from '../../cluster/etcd-config.ts';
 import { loadClusterTls } from '../../cluster/tls.ts';
 import { formatPrivValidatorState, parsePrivValidatorState } from '../../cometbft/privval-files.ts';
 import { compareHRS, type HRS } from '../../cometbft/types.ts';
-import { assertHomeInitialised } from '../../config/home.ts';
 import { loadConfig } from '../../config/load.ts';
 import type { ClusterSection, Config } from '../../config/types.ts';
 import { MAX_HEIGHT } from '../../guard/decide.ts';
@@ -32,6 +30,7 @@ import { highWaterFile, readHighWater, writeHighWaterFile } from '../../store/hi
 import { acquireHomeLock } from '../../store/lock.ts';
 import { formatHrs } from '../../store/state-codec.ts';
 import { freshSignState, type SignState } from '../../store/types.ts';
+import { assertHomeInitialised } from '../runtime/home.ts';
 
 /** Options every state command takes; `--chain-id` is the older spelling of `--chain`. */
 interface ChainOptions {
@@ -73,6 +72,8 @@ async function prepare(o: Common): Promise<Config> {
 
 /** Runs `fn` with an etcd client built from `[cluster]` exactly as `start` builds it. */
 async function withEtcd<T>(cluster: ClusterSection, fn: (client: Etcd3) => Promise<T>): Promise<T> {
+  // Loaded only here: the etcd client (gRPC) would add a third to every command's start-up.
+  const { createEtcdClient } = await import('../../cluster/etcd-client.ts');
   const client = createEtcdClient(await clusterEtcdOptions(cluster, await loadClusterTls(cluster)));
   try {
     return await fn(client);

@@ -29,13 +29,11 @@ import { ForwardClient, ForwardServer } from '../../cluster/forward.ts';
 import { type LeaderInfo, Leadership } from '../../cluster/leadership.ts';
 import { RoleTransitions } from '../../cluster/role.ts';
 import { loadClusterTls } from '../../cluster/tls.ts';
-import { compareHRS } from '../../cometbft/types.ts';
-import { assertHomeInitialised } from '../../config/home.ts';
+import { compareHRS, type PrivvalMessage, Step } from '../../cometbft/types.ts';
 import type { ChainSection, ClusterSection, Config } from '../../config/types.ts';
 import { ChainGuard } from '../../guard/chain-guard.ts';
-import { type Hsm, openHsm } from '../../pkcs11/hsm.ts';
-import { readPin } from '../../pkcs11/pin.ts';
-import { loadProfile } from '../../pkcs11/profiles.ts';
+import { voteStep } from '../../guard/decide.ts';
+import type { Hsm } from '../../pkcs11/hsm.ts';
 import { loadIdentity, type TransportIdentity } from '../../privval/identity.ts';
 import { EtcdSignStateStore } from '../../store/etcd.ts';
 import { HighWaterMarks } from '../../store/high-water.ts';
@@ -44,6 +42,8 @@ import type { SignState } from '../../store/types.ts';
 import { VERSION } from '../../version.ts';
 import { ClusterView } from './cluster-view.ts';
 import {
+  type ChainLogSummary,
+  chainLogSummary,
   chainStatus,
   createDialers,
   DecisionSink,
@@ -55,8 +55,9 @@ import {
   startNodeAdmin,
   type ValidatorLink,
 } from './common.ts';
+import { assertHomeInitialised } from './home.ts';
 import { HsmHealth } from './hsm-health.ts';
-import { findChainSigners, openSigningSession } from './hsm-keys.ts';
+import { openNodeHsm } from './hsm-keys.ts';
 
 /** Options of {@link ClusterNode.start}. */
 export interface ClusterNodeOptions {
@@ -219,13 +220,41 @@ export class ClusterNode implements AdminRuntime {
       this.roles?.resumeServing(wasServing);
       return { transferred: false, message: 'the hand-over did not reach etcd; this node still leads' };
     }
-    const until = Date.now() + TRANSFER_WAIT_MS;
-    while (Date.now() < until) {
-      const now = l.leader?.nodeId;
-      if (now !== undefined && now !== me) return { transferred: true, message: `${now} leads now` };
+    const takenBy = await this.handedOver(TRANSFER_WAIT_MS);
+    if (takenBy !== undefined) return { transferred: true, message: `${takenBy} leads now` };
+    return { transferred: true, message: 'leadership handed over; no new leader seen yet' };
+  }
+
+  /**
+   * After this node released the leader key: waits up to `waitMs` for another node to lead, and
+   * logs who took over (or that nobody was seen to). Resolves with the new leader's id.
+   */
+  private async handedOver(waitMs: number): Promise<string | undefined> {
+    const me = this.config.node.id;
+    const until = Date.now() + waitMs;
+    let takenBy: string | undefined;
+    for (;;) {
+      const now = this.leadership?.leader?.nodeId;
+      if (now !== undefined && now !== me) takenBy = now;
+      if (takenBy !== undefined || Date.now() >= until) break;
       await new Promise((r) => setTimeout(r, 20));
     }
-    return { transferred: true, message: 'leadership handed over; no new leader seen yet' };
+    this.log.info(
+      { ...this.summary(), takenBy: takenBy ?? null },
+      takenBy === undefined
+        ? `handed leadership over; no new leader seen within ${waitMs} ms`
+        : 'handed leadership over',
+    );
+    return takenBy;
+  }
+
+  /** What lifecycle log lines say: version, node id, each chain's key and last HRS. */
+  summary(): { version: string; nodeId: string; chains: ChainLogSummary[] } {
+    return {
+      version: VERSION,
+      nodeId: this.config.node.id,
+      chains: this.chains.map((c) => chainLogSummary(c.config.id, c.address, this.replicatedState(c))),
+    };
   }
 
   /** True only while this node leads and is ready to sign (see LocalLeadership). */
@@ -247,13 +276,12 @@ export class ClusterNode implements AdminRuntime {
     const tls = await loadClusterTls(cluster);
     this.etcd = createEtcdClients(await clusterEtcdOptions(cluster, tls));
 
-    const profile = await loadProfile(config.hsm.profile);
-    this.hsm = await openHsm({ module: config.hsm.module, tokenLabel: config.hsm.token_label, profile });
-    this.pin = await readPin(config.hsm.pin_file);
-    const signers = findChainSigners(this.hsm, config.chains);
-    // A wrong PIN must stop the node now, not when it first wins an election.
-    await openSigningSession(this.hsm, this.pin, config.hsm.pin_file);
-    await this.hsm.closeSigningSession();
+    // A wrong PIN must stop the node now, not when it first wins an election; only the leader
+    // keeps the signing session open.
+    const { hsm, pin, signers } = await openNodeHsm(config);
+    this.hsm = hsm;
+    this.pin = pin;
+    await hsm.closeSigningSession();
 
     const leadership = new Leadership({
       client: this.etcd.client,
@@ -337,7 +365,6 @@ export class ClusterNode implements AdminRuntime {
     });
     await this.view.start();
 
-    const hsm = this.hsm;
     const roles = new RoleTransitions({
       nodeId: config.node.id,
       leadership,
@@ -345,8 +372,18 @@ export class ClusterNode implements AdminRuntime {
       session: { open: () => hsm.openSigningSession(this.pin), close: () => hsm.closeSigningSession() },
       setForwardTarget: (leader) => forwardClient.setLeader(leader),
       stopping: () => this.stopping !== undefined,
-      onServing: (serving) => this.metrics.setLeader(serving),
-      log: this.log,
+      onServing: (serving) => {
+        this.metrics.setLeader(serving);
+        if (!serving) {
+          const leader = this.leadership?.leader?.nodeId ?? null;
+          this.log.info({ ...this.summary(), leader }, 'leader: stepped down');
+        }
+      },
+      // Its one info line, 'leader: serving' (the takeover), names what every lifecycle line does.
+      log: {
+        info: (obj, msg) => this.log.info({ ...this.summary(), ...obj }, msg),
+        error: (obj, msg) => this.log.error(obj, msg),
+      },
     });
     this.roles = roles;
     leadership.on('leader', () => roles.onLeader());
@@ -362,15 +399,19 @@ export class ClusterNode implements AdminRuntime {
     }
 
     this.startDialers(await loadIdentity(home), forwardClient);
+    const summary = this.summary();
     this.log.info(
       {
-        nodeId: config.node.id,
+        ...summary,
         mode: 'cluster',
         role: leadership.role,
         leader: leadership.leader?.nodeId ?? null,
         admin: this.adminUrl,
         forward: this.forwardServer.address,
-        chains: config.chains.map((c) => ({ chainId: c.id, validators: c.validators.map((v) => v.addr) })),
+        chains: summary.chains.map((c, i) => ({
+          ...c,
+          validators: config.chains[i]!.validators.map((v) => v.addr),
+        })),
       },
       'ready',
     );
@@ -386,6 +427,17 @@ export class ClusterNode implements AdminRuntime {
         forwarder,
         onForward: (result) => this.metrics.forwarded(result),
         stages: this.metrics.stages,
+        onRefusalRelayed: (request, reason, ctx) =>
+          this.log.warn(
+            {
+              chainId: c.config.id,
+              ...requestHrs(request),
+              reason,
+              ...ctx,
+              leader: forwarder.target?.nodeId,
+            },
+            `${request.kind === 'signProposalRequest' ? 'proposal' : 'vote'} refused by the leader`,
+          ),
       });
       c.validators.push(...createDialers(c.config, handler, identity, this.metrics, this.log));
     }
@@ -421,13 +473,17 @@ export class ClusterNode implements AdminRuntime {
     const l = this.leadership;
     // Hand over first: the others see the leader key deleted and one takes over at once, while
     // this node's validator connections keep relaying to it until they are stopped below.
+    let handOver: Promise<unknown> = Promise.resolve();
     if (l?.role === 'leader') {
       this.roles?.stopServing();
       await steps.bounded('handing leadership over', SHUTDOWN_ETCD_DEADLINE_MS, () => l.resign());
+      // Named in the log once seen; meanwhile the validator connections are taken down.
+      handOver = this.handedOver(SHUTDOWN_ETCD_DEADLINE_MS);
     }
     await step('stopping validator connections', () =>
       Promise.all(this.chains.flatMap((c) => c.validators.map((v) => v.dialer.stop()))),
     );
+    await handOver;
     this.roles?.stopServing();
     if (this.forwardServer)
       await step('closing forwarding', () => (this.forwardServer as ForwardServer).close());
@@ -454,4 +510,17 @@ export class ClusterNode implements AdminRuntime {
     if (admin) await step('closing the admin API', () => admin.server.close());
     return steps.clean;
   }
+}
+
+/** The HRS a vote or proposal request asks for, as log fields. */
+function requestHrs(request: PrivvalMessage): Record<string, unknown> {
+  const m =
+    request.kind === 'signVoteRequest'
+      ? request.vote
+      : request.kind === 'signProposalRequest'
+        ? request.proposal
+        : undefined;
+  if (m === undefined) return {};
+  const step = request.kind === 'signProposalRequest' ? Step.Propose : voteStep(m.type);
+  return { height: m.height.toString(), round: m.round, step };
 }

@@ -3,24 +3,25 @@
  * decision sink, the admin API (token, optional TLS), validator dialers with their metrics, the
  * /status pieces built from them, and the step runner of a graceful shutdown.
  */
-import { mkdir, readFile } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type pino from 'pino';
 import { AuditLog } from '../../admin/audit.ts';
 import { doubleSignReason, type Metrics } from '../../admin/metrics.ts';
 import type { AdminRuntime } from '../../admin/runtime-view.ts';
-import { type AdminServer, startAdminServer } from '../../admin/server.ts';
+import type { AdminServer } from '../../admin/server.ts';
 import type { ChainStatus, HsmStatus } from '../../admin/types.ts';
 import { toHexUpper, validatorAddress } from '../../cometbft/keys.ts';
-import type { HRS, PubKey } from '../../cometbft/types.ts';
-import { readSecretFile } from '../../config/secrets.ts';
+import { type HRS, type PubKey, Step } from '../../cometbft/types.ts';
 import type { ChainSection, Config } from '../../config/types.ts';
 import type { StateAlarm } from '../../guard/chain-guard.ts';
+import { voteStep } from '../../guard/decide.ts';
 import type { GuardDecision } from '../../guard/decision.ts';
 import type { Hsm } from '../../pkcs11/hsm.ts';
 import { ValidatorDialer } from '../../privval/dialer.ts';
 import type { RequestHandler } from '../../privval/handler.ts';
 import type { TransportIdentity } from '../../privval/identity.ts';
+import { readAdminSecrets } from './admin-secrets.ts';
 import type { HsmHealth } from './hsm-health.ts';
 
 /** Where the audit log of a home lives. */
@@ -126,15 +127,51 @@ export class DecisionSink {
   }
 }
 
-/** The fields of a decision worth a log line (bigint height as a string: JSON has no bigint). */
+/**
+ * The fields of a decision worth a log line (bigint height as a string: JSON has no bigint). A
+ * refusal names everything an operator needs to find who asked: the chain, the HRS, the reason,
+ * the validator endpoint and the remote node's id (or the cluster node that forwarded it).
+ */
 function decisionLogFields(d: GuardDecision): Record<string, unknown> {
   return {
     chainId: d.chainId,
     kind: d.kind,
     outcome: d.outcome,
-    ...(d.height === undefined ? {} : { height: d.height.toString(), round: d.round, step: d.step }),
+    ...(d.height === undefined ? {} : { height: d.height.toString(), round: d.round, step: decisionStep(d) }),
+    ...(d.code === undefined ? {} : { code: d.code }),
     ...(d.reason === undefined ? {} : { reason: d.reason }),
+    ...(d.endpoint === undefined ? {} : { endpoint: d.endpoint }),
+    ...(d.remoteNodeId === undefined ? {} : { remoteNodeId: d.remoteNodeId }),
+    ...(d.forwardedBy === undefined ? {} : { forwardedBy: d.forwardedBy }),
     latencyMs: Math.round(d.latencyMs * 1000) / 1000,
+  };
+}
+
+/**
+ * The step of a decision: the one the guard recorded, else the one its message implies (the
+ * guard may refuse a request before it names the step).
+ */
+function decisionStep(d: GuardDecision): number | undefined {
+  if (d.step !== undefined) return d.step;
+  if (d.kind === 'proposal') return Step.Propose;
+  return d.type === undefined ? undefined : voteStep(d.type);
+}
+
+/** What lifecycle log lines (start, takeover, step-down, stop) say about one chain. */
+export interface ChainLogSummary {
+  chainId: string;
+  /** the validator address of the chain's key (uppercase hex, as CometBFT prints it) */
+  keyAddress: string;
+  /** the last reserved `height/round/step` (as `cometkms status` writes it), or null when unknown */
+  lastHrs: string | null;
+}
+
+/** The summary of one chain for lifecycle log lines. */
+export function chainLogSummary(chainId: string, address: string, hrs: HRS | undefined): ChainLogSummary {
+  return {
+    chainId,
+    keyAddress: address,
+    lastHrs: hrs === undefined ? null : `${hrs.height}/${hrs.round}/${hrs.step}`,
   };
 }
 
@@ -155,11 +192,9 @@ export async function startNodeAdmin(
   metrics: Metrics,
   log: pino.Logger,
 ): Promise<NodeAdmin> {
-  const token =
-    config.admin.token_file === undefined
-      ? undefined
-      : await readSecretFile(config.admin.token_file, 'admin token');
-  const tls = await adminTls(config);
+  const { token, tls } = await readAdminSecrets(config);
+  // Loaded when a node starts, not by every command that imports this module (the demo does).
+  const { startAdminServer } = await import('../../admin/server.ts');
   let server: AdminServer;
   try {
     server = await startAdminServer({
@@ -177,19 +212,6 @@ export async function startNodeAdmin(
     );
   }
   return { server, url: `${tls === undefined ? 'http' : 'https'}://${server.address}` };
-}
-
-/** The admin API's certificate and key when configured; the key is a secret file (mode 0600). */
-async function adminTls(config: Config): Promise<{ cert: Buffer; key: Buffer } | undefined> {
-  const { tls_cert_file: certFile, tls_key_file: keyFile } = config.admin;
-  if (certFile === undefined || keyFile === undefined) return undefined;
-  let cert: Buffer;
-  try {
-    cert = await readFile(certFile);
-  } catch (err) {
-    throw new Error(`admin.tls_cert_file ${certFile}: ${(err as Error).message}`);
-  }
-  return { cert, key: Buffer.from(await readSecretFile(keyFile, 'admin TLS key')) };
 }
 
 /** One validator endpoint of a chain and the dialer that serves it. */

@@ -18,17 +18,16 @@ import type { AuditLog } from '../../admin/audit.ts';
 import { Metrics } from '../../admin/metrics.ts';
 import type { AdminRuntime, Readiness, TransferResult } from '../../admin/runtime-view.ts';
 import type { NodeStatus } from '../../admin/types.ts';
-import { assertHomeInitialised } from '../../config/home.ts';
 import type { ChainSection, Config } from '../../config/types.ts';
 import { ChainGuard } from '../../guard/chain-guard.ts';
-import { type Hsm, openHsm } from '../../pkcs11/hsm.ts';
-import { readPin } from '../../pkcs11/pin.ts';
-import { loadProfile } from '../../pkcs11/profiles.ts';
+import type { Hsm } from '../../pkcs11/hsm.ts';
 import { loadIdentity } from '../../privval/identity.ts';
 import { FileSignStateStore } from '../../store/file.ts';
 import type { SignStateStore } from '../../store/types.ts';
 import { VERSION } from '../../version.ts';
 import {
+  type ChainLogSummary,
+  chainLogSummary,
   chainStatus,
   createDialers,
   DecisionSink,
@@ -41,8 +40,9 @@ import {
   type ValidatorLink,
 } from './common.ts';
 import { CrashAfterReserveStore } from './crash-hook.ts';
+import { assertHomeInitialised } from './home.ts';
 import { HsmHealth } from './hsm-health.ts';
-import { findChainSigners, openSigningSession } from './hsm-keys.ts';
+import { openNodeHsm } from './hsm-keys.ts';
 
 /** Options of {@link SingleNode.start}. */
 export interface SingleNodeOptions {
@@ -134,6 +134,15 @@ export class SingleNode implements AdminRuntime {
     return { ready: Object.values(checks).every((v) => v === true), checks };
   }
 
+  /** What the lifecycle log lines (ready, stopped) say: version, node id, each chain's key and last HRS. */
+  summary(): { version: string; nodeId: string; chains: ChainLogSummary[] } {
+    return {
+      version: VERSION,
+      nodeId: this.config.node.id,
+      chains: this.chains.map((c) => chainLogSummary(c.config.id, c.address, c.guard.lastState())),
+    };
+  }
+
   async transferLeadership(): Promise<TransferResult> {
     return { transferred: false, message: 'single-node mode has no other node' };
   }
@@ -165,11 +174,9 @@ export class SingleNode implements AdminRuntime {
       );
     }
 
-    const profile = await loadProfile(config.hsm.profile);
-    this.hsm = await openHsm({ module: config.hsm.module, tokenLabel: config.hsm.token_label, profile });
-    const pin = await readPin(config.hsm.pin_file);
-    const signers = findChainSigners(this.hsm, config.chains);
-    await openSigningSession(this.hsm, pin, config.hsm.pin_file);
+    // A single node is always the leader: it keeps the signing session open from the start.
+    const { hsm, signers } = await openNodeHsm(config);
+    this.hsm = hsm;
     this.metrics.setLeader(true);
 
     for (const [i, chain] of config.chains.entries()) {
@@ -202,15 +209,15 @@ export class SingleNode implements AdminRuntime {
       c.validators.push(...createDialers(c.config, c.guard, identity, this.metrics, this.log));
     }
     for (const c of this.chains) for (const v of c.validators) v.dialer.start();
+    const summary = this.summary();
     this.log.info(
       {
-        nodeId: config.node.id,
+        ...summary,
         mode: 'single',
         admin: this.adminUrl,
-        chains: this.chains.map((c) => ({
-          chainId: c.config.id,
-          height: (c.guard.lastState()?.height ?? 0n).toString(),
-          validators: c.config.validators.map((v) => v.addr),
+        chains: summary.chains.map((c, i) => ({
+          ...c,
+          validators: config.chains[i]!.validators.map((v) => v.addr),
         })),
       },
       'ready',

@@ -11,9 +11,10 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { AuditLog, auditLine } from '../../../src/admin/audit.ts';
 import type { GuardDecision } from '../../../src/guard/decision.ts';
+import { freshCli } from '../../helpers/dist.ts';
 
 const REPO = join(import.meta.dirname, '../../..');
-const BIN = join(REPO, 'bin/cometkms.js');
+const BIN = freshCli();
 
 interface Run {
   code: number;

@@ -12,10 +12,11 @@ import { after, before, describe, test } from 'node:test';
 import type { AdminServer } from '../../../src/admin/server.ts';
 import { freeLoopbackPort } from '../../../src/cluster/etcd-launcher.ts';
 import { VERSION } from '../../../src/version.ts';
+import { freshCli } from '../../helpers/dist.ts';
 import { FakeRuntime, startTestAdminServer } from '../../unit/admin/fake-runtime.ts';
 
 const REPO = join(import.meta.dirname, '../../..');
-const BIN = join(REPO, 'bin/cometkms.js');
+const BIN = freshCli();
 const TOKEN = 'cli-test-token';
 
 interface Run {

@@ -84,7 +84,7 @@ describe('cometkms init / state', { concurrency: false }, () => {
         `[[chain]]\nid = "c"\nkey_label = "k"\nkey_type = "ed25519"\nprotocol = "v0.38"\n[[chain.validator]]\naddr = "tcp://127.0.0.1:1"\n`,
     );
     const r = await cometkms('state', 'show', '--config', other, '--chain-id', 'c');
-    assert.equal(r.code, 1);
+    assert.equal(r.code, 3, 'a configuration error');
     assert.match(r.stderr, /home .*nohome is not initialised: run `cometkms init --home .*nohome` first/);
   });
 
@@ -135,7 +135,7 @@ describe('cometkms init / state', { concurrency: false }, () => {
       '--validator',
       'foo',
     );
-    assert.equal(r.code, 1);
+    assert.equal(r.code, 2, 'a usage error');
     assert.match(r.stderr, /chain\[0\]\.validator\[0\]\.addr: expected tcp:\/\/host:port/);
     await assert.rejects(stat(target), { code: 'ENOENT' });
   });

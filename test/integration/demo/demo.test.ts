@@ -11,8 +11,9 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import type { DemoSummary } from '../../../src/cli/demo/summary.ts';
 import { findExecutable } from '../../../src/cluster/etcd-launcher.ts';
+import { freshCli } from '../../helpers/dist.ts';
 
-const BIN = join(import.meta.dirname, '../../../bin/cometkms.js');
+const BIN = freshCli();
 const CLUSTER_AVAILABLE = findExecutable('etcd') !== undefined && findExecutable('openssl') !== undefined;
 
 interface DemoRun {

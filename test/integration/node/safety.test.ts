@@ -99,9 +99,11 @@ describe('single node: a lost state is not an empty one, one process per home, h
     const second = h.start();
     const exit = await second.waitExit(30_000);
     assert.notEqual(exit.code, 0, 'start must refuse a chain whose state is gone');
-    assert.match(second.stderr, /has no sign state/);
-    assert.match(second.stderr, /cometkms state init --config \S+config\.toml --chain "safety-ed"/);
-    assert.match(second.stderr, /cometkms state import --config \S+config\.toml --chain "safety-ed"/);
+    // start reports why it cannot start as its fatal log line (stdout, JSON)
+    const why = second.fatal ?? '';
+    assert.match(why, /has no sign state/);
+    assert.match(why, /cometkms state init --config \S+config\.toml --chain "safety-ed"/);
+    assert.match(why, /cometkms state import --config \S+config\.toml --chain "safety-ed"/);
     // the validator was never dialed again, so block Y at 100/0 cannot have been signed
     assert.equal(second.logs().filter((r) => r['msg'] === 'ready').length, 0);
   });
@@ -132,14 +134,14 @@ describe('single node: a lost state is not an empty one, one process per home, h
       );
       const viaMount = KmsProcess.spawn(['start', '--config', config], h.env());
       assert.equal((await viaMount.waitExit(30_000)).code, 1);
-      assert.match(viaMount.stderr, lockError);
+      assert.match(viaMount.fatal ?? '', lockError);
     } finally {
       execFileSync('umount', [mount]);
     }
     // another network namespace (two containers on one volume): abstract sockets do not cross it
     const otherNetns = KmsProcess.spawn(['start', '--config', h.configPath], h.env(), ['unshare', '-n']);
     assert.equal((await otherNetns.waitExit(30_000)).code, 1);
-    assert.match(otherNetns.stderr, lockError);
+    assert.match(otherNetns.fatal ?? '', lockError);
 
     // the first node signs on, undisturbed
     assert.equal(signature(await sim.requestVote(prevote(sim, 7n, 1))).length, 64);

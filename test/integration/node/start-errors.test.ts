@@ -1,6 +1,7 @@
 /**
- * `cometkms start` refusing to run: each bad input ends the real process with exit code 1 and a
- * message that says what to fix, and no validator is ever dialed. One deliberate non-refusal: a
+ * `cometkms start` refusing to run: each bad input ends the real process with the exit code of
+ * its class (3 config, 4 HSM, 2 usage, 1 anything else) and one fatal JSON log line that says
+ * what to fix (nothing on stderr), and no validator is ever dialed. One deliberate non-refusal: a
  * cluster node whose etcd does not answer runs on as a follower that signs nothing (start.ts).
  */
 import assert from 'node:assert/strict';
@@ -81,13 +82,27 @@ describe('cometkms start: refusals', () => {
     return h;
   }
 
-  /** Starts a node that must fail; returns its stderr after checking exit code 1 and no dial. */
-  async function refused(h: KmsHome, args: string[] = [], env: Record<string, string> = {}): Promise<string> {
+  /**
+   * Starts a node that must fail with exit code `code`; returns the message of its fatal log
+   * line after checking that nothing was dialed and that every output line is JSON.
+   */
+  async function refused(
+    h: KmsHome,
+    code: number,
+    args: string[] = [],
+    env: Record<string, string> = {},
+  ): Promise<string> {
     const before = dials;
     const p = h.start({ args, env });
-    assert.deepEqual(await p.waitExit(30_000), { code: 1, signal: null }, p.stderr);
+    assert.deepEqual(await p.waitExit(30_000), { code, signal: null }, p.lines.join('\n'));
     assert.equal(dials, before, 'no validator was dialed');
-    return p.stderr;
+    assert.equal(p.stderr, '', 'nothing on stderr');
+    assert.equal(p.logs().length, p.lines.filter((l) => l !== '').length, 'every stdout line is JSON');
+    const fatal = p.logs().filter((r) => r['level'] === 60);
+    assert.equal(fatal.length, 1, 'one fatal line');
+    assert.equal(fatal[0]!['exitCode'], code);
+    assert.equal(typeof fatal[0]!['version'], 'string');
+    return String(fatal[0]!['msg']);
   }
 
   before(async () => {
@@ -116,49 +131,48 @@ describe('cometkms start: refusals', () => {
 
   it('an un-initialised home: says to run init', async () => {
     const h = await home({ initialise: false });
-    const stderr = await refused(h);
-    assert.match(stderr, /is not initialised: run `cometkms init --home .*` first/);
+    const message = await refused(h, 3);
+    assert.match(message, /is not initialised: run `cometkms init --home .*` first/);
   });
 
   it('an unknown config key: names it', async () => {
     const h = await home({ extraToml: 'colour = "blue"\n' });
-    const stderr = await refused(h);
-    assert.match(stderr, /chain\[0\]\.validator\[0\]\.colour: unknown key/);
+    const message = await refused(h, 3);
+    assert.match(message, /chain\[0\]\.validator\[0\]\.colour: unknown key/);
   });
 
   it('a missing key label: names the chain and the label', async () => {
     const h = await home({ chains: [chain({ keyLabel: 'no-such-key' })] });
-    const stderr = await refused(h);
-    assert.match(stderr, new RegExp(`chain "${CHAIN}": key_label "no-such-key" \\(key_type ed25519\\)`));
-    assert.match(stderr, /no public key labelled "no-such-key"/);
+    const message = await refused(h, 4);
+    assert.match(message, new RegExp(`chain "${CHAIN}": key_label "no-such-key" \\(key_type ed25519\\)`));
+    assert.match(message, /no public key labelled "no-such-key"/);
   });
 
   it('a key of the wrong type: names the chain, the label and both types', async () => {
     const h = await home({ chains: [chain({ keyLabel: 'val-k1', keyType: 'ed25519' })] });
-    const stderr = await refused(h);
-    assert.match(stderr, new RegExp(`chain "${CHAIN}": key_label "val-k1"`));
-    assert.match(stderr, /is secp256k1, not ed25519/);
+    const message = await refused(h, 4);
+    assert.match(message, new RegExp(`chain "${CHAIN}": key_label "val-k1"`));
+    assert.match(message, /is secp256k1, not ed25519/);
   });
 
   it('a wrong PIN: the login error names the PIN source', async () => {
     const h = await home({ pin: 'not-the-pin' });
-    const stderr = await refused(h);
-    assert.match(stderr, /cannot log in to token .* with the PIN from hsm\.pin_file .*CKR_PIN_INCORRECT/);
+    const message = await refused(h, 4);
+    assert.match(message, /cannot log in to token .* with the PIN from hsm\.pin_file .*CKR_PIN_INCORRECT/);
   });
 
   it('no PIN at all (no pin_file, no COMETKMS_HSM_PIN): says how to provide one', async () => {
     const h = await home({ pinSource: 'env' });
-    const p = h.start({ env: { COMETKMS_HSM_PIN: '' } });
-    assert.deepEqual(await p.waitExit(30_000), { code: 1, signal: null });
-    assert.match(p.stderr, /no HSM PIN: configure hsm\.pin_file .* or set COMETKMS_HSM_PIN/);
+    const message = await refused(h, 4, [], { COMETKMS_HSM_PIN: '' });
+    assert.match(message, /no HSM PIN: configure hsm\.pin_file .* or set COMETKMS_HSM_PIN/);
   });
 
   it('a corrupt state file: stops with the store message', async () => {
     const h = await home();
     await writeFile(chainFiles(h.home, CHAIN).log, '{"not": "a state log"', { mode: 0o600 });
-    const stderr = await refused(h);
-    assert.match(stderr, /sign state .* \(chain "err-chain-1"\): unreadable/);
-    assert.match(stderr, /cometkms state import/);
+    const message = await refused(h, 1);
+    assert.match(message, /sign state .* \(chain "err-chain-1"\): unreadable/);
+    assert.match(message, /cometkms state import/);
   });
 
   it('a state log older than its seal (restored backup): stops', async () => {
@@ -179,8 +193,8 @@ describe('cometkms start: refusals', () => {
     assert.deepEqual(await store.reserve(CHAIN, s1, state(2n)), { ok: true });
     await store.close();
     await copyFile(join(dir, 'backup.log'), files.log);
-    const stderr = await refused(h);
-    assert.match(stderr, /is older than its seal/);
+    const message = await refused(h, 1);
+    assert.match(message, /is older than its seal/);
   });
 
   it('a second process on the same home: refused while the first keeps running', async () => {
@@ -188,8 +202,8 @@ describe('cometkms start: refusals', () => {
     const h = await home({ chains: [chain({ validators: [`unix://${join(dir, 'nobody.sock')}`] })] });
     const first = h.start();
     await first.waitReady();
-    const stderr = await refused(h);
-    assert.match(stderr, new RegExp(`is in use by another cometkms process \\(pid ${first.pid}\\)`));
+    const message = await refused(h, 1);
+    assert.match(message, new RegExp(`is in use by another cometkms process \\(pid ${first.pid}\\)`));
     assert.equal(first.exitStatus, undefined, 'the first node still runs');
     first.kill('SIGTERM');
     assert.deepEqual(await first.waitExit(15_000), { code: 0, signal: null });
@@ -201,8 +215,8 @@ describe('cometkms start: refusals', () => {
     const { port } = blocker.address() as AddressInfo;
     try {
       const h = await home();
-      const stderr = await refused(h, [], { COMETKMS_ADMIN_LISTEN: `127.0.0.1:${port}` });
-      assert.match(stderr, /admin API cannot listen on admin.listen 127.0.0.1:\d+: .*EADDRINUSE/);
+      const message = await refused(h, 1, [], { COMETKMS_ADMIN_LISTEN: `127.0.0.1:${port}` });
+      assert.match(message, /admin API cannot listen on admin.listen 127.0.0.1:\d+: .*EADDRINUSE/);
       // Everything was released on the way out: the home starts normally now.
       const p = h.start();
       await p.waitReady();
@@ -219,9 +233,9 @@ describe('cometkms start: refusals', () => {
         '\n[cluster]\netcd_endpoints = ["http://127.0.0.1:2379"]\n' +
         'forward_listen = "127.0.0.1:0"\nforward_advertise = "127.0.0.1:26790"\n',
     });
-    const stderr = await refused(h);
+    const message = await refused(h, 3);
     assert.match(
-      stderr,
+      message,
       /cluster\.tls_ca_file: required: nodes forward requests to the leader over mutual TLS/,
     );
   });
@@ -331,10 +345,12 @@ describe('cometkms start: refusals', () => {
 
   it('the test-only crash hook cannot be armed without NODE_ENV=test and its probability', async () => {
     const h = await home();
-    let stderr = await refused(h, ['--test-crash-after-reserve'], { COMETKMS_TEST_CRASH_AFTER_RESERVE: '1' });
-    assert.match(stderr, /test-only fault hook: it needs NODE_ENV=test/);
-    stderr = await refused(h, ['--test-crash-after-reserve'], { NODE_ENV: 'test' });
-    assert.match(stderr, /needs COMETKMS_TEST_CRASH_AFTER_RESERVE set to a probability in \(0, 1\]/);
+    let message = await refused(h, 2, ['--test-crash-after-reserve'], {
+      COMETKMS_TEST_CRASH_AFTER_RESERVE: '1',
+    });
+    assert.match(message, /test-only fault hook: it needs NODE_ENV=test/);
+    message = await refused(h, 2, ['--test-crash-after-reserve'], { NODE_ENV: 'test' });
+    assert.match(message, /needs COMETKMS_TEST_CRASH_AFTER_RESERVE set to a probability in \(0, 1\]/);
   });
 
   it('the crash variable without the hidden flag is ignored (and warned about)', async () => {

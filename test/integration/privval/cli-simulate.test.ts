@@ -1,15 +1,15 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { ed25519 } from '@noble/curves/ed25519.js';
 import pino from 'pino';
 import { ValidatorDialer } from '../../../src/privval/dialer.ts';
 import { nodeIdFromPubKey } from '../../../src/privval/identity.ts';
 import { InMemorySigningHandler } from '../../../src/privval/memory-handler.ts';
+import { freshCli } from '../../helpers/dist.ts';
 
-const BIN = join(import.meta.dirname, '../../../bin/cometkms.js');
+const BIN = freshCli();
 
 /** Spawns the CLI; resolves with its exit code and output (bounded by a kill after 60 s). */
 function runCli(args: string[], onStderrLine?: (line: string) => void) {

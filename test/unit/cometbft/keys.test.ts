@@ -8,6 +8,7 @@ import {
   checkPubKey,
   consensusAddressBech32,
   consensusPubKeyBech32,
+  cosmosPubKeyJson,
   fromBase64,
   fromHex,
   KeyFormatError,
@@ -71,6 +72,18 @@ test('consensusPubKeyBech32 encodes the Amino key under valconspub and decodes b
   const other = consensusPubKeyBech32(secpPub, 'osmovalconspub');
   assert.equal(toHex(bech32Decode(other).bytes), 'eb5ae98721' + secp.pub_compressed);
   assert.equal(bech32Decode(consensusAddressBech32(secpPub, 'junovalcons')).prefix, 'junovalcons');
+});
+
+test('cosmosPubKeyJson: the Cosmos SDK Any form create-validator takes, both key types', () => {
+  assert.deepEqual(cosmosPubKeyJson(edPub), {
+    '@type': '/cosmos.crypto.ed25519.PubKey',
+    key: ed.priv_validator_key_json.pub_key.value,
+  });
+  const k1 = cosmosPubKeyJson(secpPub);
+  assert.equal(k1['@type'], '/cosmos.crypto.secp256k1.PubKey');
+  // the 33-byte compressed point, as the SDK stores it
+  assert.equal(toHex(fromBase64(k1.key)), secp.pub_compressed);
+  assert.throws(() => cosmosPubKeyJson({ type: 'ed25519', bytes: new Uint8Array(31) }), KeyFormatError);
 });
 
 test('aminoPubKeyBytes uses the legacy prefixes', () => {

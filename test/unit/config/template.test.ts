@@ -72,4 +72,34 @@ describe('configTemplate', () => {
     assert.equal(c.chains[0]!.max_height_jump, 100_000);
     assert.equal(c.chains[0]!.validators.length, 2);
   });
+
+  test('with a cluster, the hsm and admin values of init: [cluster] uncommented, optional keys still shown', () => {
+    const text = configTemplate({
+      nodeId: 'kms-2',
+      home: '/h',
+      adminListen: '127.0.0.1:26782',
+      hsm: { module: '/opt/hsm/lib.so', tokenLabel: 'tok', pinFile: '/etc/c/pin' },
+      cluster: {
+        etcdEndpoints: ['https://127.0.0.1:23791', 'https://127.0.0.1:23792'],
+        forwardListen: '127.0.0.1:26792',
+        forwardAdvertise: '127.0.0.1:26792',
+        tlsCaFile: '/t/ca.pem',
+        tlsCertFile: '/t/node.pem',
+        tlsKeyFile: '/t/node-key.pem',
+      },
+    });
+    const c = parseConfig(text, '/etc/x.toml', {});
+    assert.equal(c.admin.listen, '127.0.0.1:26782');
+    assert.deepEqual(
+      [c.hsm.module, c.hsm.token_label, c.hsm.pin_file],
+      ['/opt/hsm/lib.so', 'tok', '/etc/c/pin'],
+    );
+    assert.deepEqual(c.cluster?.etcd_endpoints, ['https://127.0.0.1:23791', 'https://127.0.0.1:23792']);
+    assert.equal(c.cluster?.forward_advertise, '127.0.0.1:26792');
+    assert.equal(c.cluster?.tls_key_file, '/t/node-key.pem');
+    assert.equal(c.cluster?.lease_ttl_s, 1);
+    assert.match(text, /^# lease_ttl_s = 1$/m);
+    const all = parseConfig(uncommentAll(text), '/etc/x.toml', {});
+    assert.equal(all.cluster?.etcd_username, 'cometkms');
+  });
 });

@@ -113,6 +113,17 @@ describe('ChainGuard requests other than signing', () => {
     assert.deepEqual(seen, [], 'only signing requests are staged');
   });
 
+  it('a refusal names its HRS (and its code) in the decision too', async () => {
+    const fx = await makeGuard();
+    await fx.guard.handle(voteRequest(vote({ type: 2, height: 7n, round: 1 })));
+    await fx.guard.handle(voteRequest(vote({ type: 1, height: 6n, round: 4 })));
+    const d = fx.decisions.at(-1);
+    assert.deepEqual(
+      [d?.outcome, d?.code, d?.height, d?.round, d?.step],
+      ['refused', 'height_regression', 6n, 4, 2],
+    );
+  });
+
   it('is not disturbed by an observer that throws', async () => {
     const guard = new ChainGuard({
       chainId: CHAIN_ID,
