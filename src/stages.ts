@@ -15,8 +15,8 @@
  * - `hsm`: the signer (PKCS#11 lock, C_SignInit, C_Sign, low-S);
  * - `verify`: the guard's verification of the signature against the public key;
  * - `seal`: waiting, after signing, for the writes that must be durable before a signature may
- *   be returned (file: the seal record; cluster: the node's high-water mark), started with the
- *   reservation and overlapped with `hsm`;
+ *   be returned (file: the seal, started with the reservation and overlapped with `hsm`;
+ *   cluster: nothing, the high-water mark is raised inside `reserve`);
  * - `record`: recording the signature in the store;
  * - `report`: metrics, audit log and log line of the decision;
  * - `encode`: the reply encoded and length-prefixed;

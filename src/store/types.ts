@@ -101,8 +101,8 @@ export interface SignStateStore {
    * chain's reservation the guard holds) may be returned is durable; throws when that cannot be
    * made so, and the signature must then not be returned. The reservation itself is durable
    * before `reserve` resolves (reserve before sign); this covers what a store writes beside it
-   * and may overlap with the signing: the file store's seal record (store/file.ts), a cluster
-   * node's high-water mark. A store with nothing of the kind resolves at once.
+   * and may overlap with the signing: the file store's seal (store/file.ts). A store with nothing
+   * of the kind (etcd: the high-water mark is raised inside `reserve`) resolves at once.
    */
   readyToReturn(chainId: string, reserved: Reservation): Promise<void>;
   /** Releases locks, leases and handles. */
