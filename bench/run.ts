@@ -11,7 +11,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
-import { cpus, totalmem } from 'node:os';
+import { cpus, loadavg, totalmem } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import type { BenchResult, SuiteRun } from './types.ts';
 
@@ -63,7 +63,7 @@ const LATEST = fileURLToPath(new URL('./results/latest.json', import.meta.url));
 function machine(): string {
   return (
     `${cpus().length} cores (${cpus()[0]?.model ?? 'unknown cpu'}), ` +
-    `${Math.round(totalmem() / 2 ** 30)} GiB, Node ${process.version}`
+    `${Math.round(totalmem() / 2 ** 30)} GiB, Node ${process.version}, load average ${loadavg()[0]?.toFixed(1)} at its start`
   );
 }
 
@@ -128,7 +128,9 @@ async function main(): Promise<void> {
   const runs = readLatest();
   for (const name of names) {
     process.stderr.write(`bench: running ${name}…\n`);
-    runs[name] = { recorded: new Date().toISOString(), machine: machine(), results: runSuiteInChild(name) };
+    const recorded = new Date().toISOString();
+    const where = machine();
+    runs[name] = { recorded, machine: where, results: runSuiteInChild(name) };
     // Saved after each suite, so a later suite that fails does not lose the earlier ones.
     writeFileSync(LATEST, `${JSON.stringify(runs, null, 2)}\n`);
   }
