@@ -25,6 +25,7 @@ const SUITES: Record<string, () => Promise<Suite>> = {
   'single-node': async () => (await import('./single-node.bench.ts')).benchSingleNode,
   cluster: async () => (await import('./cluster.bench.ts')).benchCluster,
   'many-chains': async () => (await import('./many-chains.bench.ts')).benchManyChains,
+  'cluster-chains': async () => (await import('./cluster-chains.bench.ts')).benchClusterChains,
   memory: async () => (await import('./memory.bench.ts')).benchMemory,
 };
 
