@@ -39,7 +39,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { compareHRS, type HRS } from '../cometbft/types.ts';
 import type { PeerAddress, PeerMark, PeerMarks, PeerPort } from '../ports/peers.ts';
-import { writeFileDurableSync } from '../store/durable.ts';
+import { writeFileDurable } from '../store/durable.ts';
 import { PeerQuorumError, StateRegressionError } from '../store/errors.ts';
 import type { HighWaterMarks } from '../store/high-water.ts';
 import { STATE_DIR } from '../store/paths.ts';
@@ -86,7 +86,7 @@ export class FileBallotStorage implements BallotStorage {
   }
 
   write(ballot: string): void {
-    writeFileDurableSync(this.#path, `${ballot}\n`);
+    writeFileDurable(this.#path, `${ballot}\n`);
     this.#cached = ballot;
     this.#loaded = true;
   }
@@ -386,6 +386,14 @@ export class PeerMarkedStore implements SignStateStore {
   ): Promise<void> {
     const term = await this.#current();
     await term.store.recordSignature(chainId, reserved, signature, opts);
+  }
+
+  /**
+   * The inner store's (nothing for etcd). The peers' marks are not left for this point, which
+   * overlaps with the HSM: a majority holds the HRS before the HSM signs it at all (confirm).
+   */
+  async readyToReturn(chainId: string, reserved: Reservation): Promise<void> {
+    await this.#term?.store.readyToReturn(chainId, reserved);
   }
 
   async close(): Promise<void> {

@@ -327,6 +327,9 @@ export class EtcdSignStateStore implements SignStateStore {
     await this.#fencedPut(chainId, this.#requireToken(), cached.modRevision, signed, 'record');
   }
 
+  /** The high-water mark is raised durably inside `reserve`, before it resolves: nothing to wait for. */
+  async readyToReturn(): Promise<void> {}
+
   async close(): Promise<void> {
     this.#cache.clear();
   }

@@ -243,6 +243,7 @@ describe('PeerMarkedStore', () => {
           return { ok: true };
         },
         recordSignature: async () => undefined,
+        readyToReturn: async () => undefined,
         close: async () => undefined,
       };
     };
