@@ -174,25 +174,35 @@ export async function benchFailover(): Promise<BenchResult[]> {
     return [
       {
         name: 'failover.crash.median',
+        goal: { max: 500 },
         unit: 'ms',
         value: Math.round(median(crash)),
         note: note('leader SIGKILL', crash),
       },
-      { name: 'failover.crash.max', unit: 'ms', value: Math.round(Math.max(...crash)), note: 'same trials' },
+      {
+        name: 'failover.crash.max',
+        goal: { max: 800 },
+        unit: 'ms',
+        value: Math.round(Math.max(...crash)),
+        note: 'same trials',
+      },
       {
         name: 'failover.freeze.median',
+        goal: { max: 500 },
         unit: 'ms',
         value: Math.round(median(freeze)),
         note: note('leader SIGSTOP (the validator connected to a follower)', freeze),
       },
       {
         name: 'failover.freeze.max',
+        goal: { max: 800 },
         unit: 'ms',
         value: Math.round(Math.max(...freeze)),
         note: 'same trials',
       },
       {
         name: 'failover.steady.leader_changes',
+        goal: { max: 0 },
         unit: '',
         value: steadyChanges,
         note: `leader changes seen by all nodes over ${STEADY_MS / 1000} s of signing at full speed without faults (${steadySigned} signatures; goal 0)`,
