@@ -133,7 +133,10 @@ export class ChainDriver {
   /**
    * A lagging sentry catching up after a fault: B re-sends conflicting prevotes and precommits
    * for the last `depth` heights (each already voted on). A KMS that lost or regressed its
-   * state signs some of them; one that did not refuses them all.
+   * state signs some of them; one that did not refuses them all. A request left unanswered ends
+   * the burst: the signer is not answering this chain now (a stall under the fault), the rest
+   * would only wait out their deadlines one by one and hold the round, and the next burst (or
+   * the driver's own laggard votes) asks again.
    */
   async laggardBurst(depth: number): Promise<void> {
     const top = this.height;
@@ -142,11 +145,12 @@ export class ChainDriver {
       for (const type of [SignedMsgType.Prevote, SignedMsgType.Precommit]) {
         // Only over a live signer link: the burst must not stall the round behind link time-outs.
         if (!this.s.b.connected) return;
-        await this.vote(
+        const outcome = await this.vote(
           this.s.b,
           this.s.b.buildVote(type, back, 0, this.block('burst', back, 0)),
           'laggard burst',
         );
+        if (outcome === 'unanswered') return;
       }
     }
   }
