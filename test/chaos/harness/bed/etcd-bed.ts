@@ -267,18 +267,19 @@ export class EtcdBed {
           if (!ok) wrong.push(`${this.members[i]!.name} not healthy`);
         });
       }
-      if (wrong.length === 0) {
-        try {
-          const listed = await this.memberList(-1, Date.now() + 2_000);
-          for (const m of this.members) {
-            const l = listed.find((x) => x.peerUrl === m.peerUrl);
-            if (l === undefined) wrong.push(`${m.name} not a member`);
-            else if (!l.started || l.name !== m.name) wrong.push(`${m.name} listed but not started`);
-          }
-          if (listed.length !== this.members.length) wrong.push(`${listed.length} members listed`);
-        } catch (err) {
-          wrong.push(`member list failed: ${(err as Error).message.split('\n')[0]}`);
+      // Every member's own view of the membership: exactly these members, all started.
+      for (let i = 0; i < this.members.length && wrong.length === 0; i++) {
+        const listed = await this.membership(i);
+        if (listed === undefined) {
+          wrong.push(`${this.members[i]!.name}: member list failed`);
+          continue;
         }
+        for (const m of this.members) {
+          const l = listed.find((x) => x.peerUrls.includes(m.peerUrl));
+          if (l === undefined) wrong.push(`${m.name} not a member (as ${this.members[i]!.name} sees it)`);
+          else if (l.name !== m.name) wrong.push(`${m.name} listed but not started`);
+        }
+        if (listed.length !== this.members.length) wrong.push(`${listed.length} members listed`);
       }
       if (wrong.length === 0 || Date.now() > until) return wrong;
       await new Promise((r) => setTimeout(r, 200));
@@ -348,6 +349,21 @@ export class EtcdBed {
         signal: AbortSignal.timeout(300),
       });
       return (await res.json()) as { header?: { member_id?: string }; leader?: string };
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** The membership as member i sees it; a member not started yet has no name. */
+  private async membership(i: number): Promise<Array<{ name: string; peerUrls: string[] }> | undefined> {
+    try {
+      const res = await fetch(`${this.members[i]!.clientUrl}/v3/cluster/member/list`, {
+        method: 'POST',
+        body: '{}',
+        signal: AbortSignal.timeout(1_000),
+      });
+      const body = (await res.json()) as { members?: Array<{ name?: string; peerURLs?: string[] }> };
+      return (body.members ?? []).map((m) => ({ name: m.name ?? '', peerUrls: m.peerURLs ?? [] }));
     } catch {
       return undefined;
     }
