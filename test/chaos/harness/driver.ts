@@ -66,8 +66,12 @@ export class ChainDriver {
     await this.loop;
   }
 
-  /** Resolves when a new precommit signature is received, or after `ms` (false). */
-  nextSignature(ms: number): Promise<boolean> {
+  /**
+   * Resolves when a precommit signature received after `since` (epoch ms; default: now) is
+   * there — at once if one already is — or after `ms` (false).
+   */
+  nextSignature(ms: number, since = Date.now()): Promise<boolean> {
+    if ((this.signedAt[this.signedAt.length - 1]?.at ?? -1) > since) return Promise.resolve(true);
     return new Promise((resolve) => {
       const done = (ok: boolean): void => {
         clearTimeout(timer);

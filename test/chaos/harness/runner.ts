@@ -208,6 +208,9 @@ export async function runChaos(opts: RunOptions): Promise<RunResult> {
           history.write({ t: 'heal-failed', round, kind: kind.name, error: (err as Error).message });
         }
       }
+      // From here on every fault is healed: a signature made while the checks below run already
+      // shows that signing came back (no need to wait for one more after them).
+      const healedAt = Date.now();
       // Every round starts on a whole etcd cluster: a heal that left a member down, frozen or
       // out of the membership would make a later round's fault one the design does not survive
       // (e.g. a "quorum loss" of two members of what is really a 2-member cluster).
@@ -229,7 +232,9 @@ export async function runChaos(opts: RunOptions): Promise<RunResult> {
         }
         await ensureRunning(ctx, n);
       }
-      const recovered = await Promise.all(drivers.map((d) => d.nextSignature(opts.recoverMs ?? 30_000)));
+      const recovered = await Promise.all(
+        drivers.map((d) => d.nextSignature(opts.recoverMs ?? 30_000, healedAt)),
+      );
       result.rounds = round;
       result.faults += picked.length;
       let line = `round ${round}: ${picked.map((k) => k.name).join(' + ')}: ${injected.map((x) => x.inj.detail).join('; ')}`;
