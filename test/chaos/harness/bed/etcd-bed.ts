@@ -21,13 +21,11 @@ interface Member {
   paused: boolean;
 }
 
-/** How long one membership change is retried while etcd refuses it as unsafe. */
+/** How long the membership changes of one wipe are retried while etcd refuses them as unsafe. */
 const MEMBERSHIP_CHANGE_MS = 30_000;
 
 interface ListedMember {
   id: string;
-  started: boolean;
-  name: string;
   peerUrl: string;
 }
 
@@ -188,45 +186,35 @@ export class EtcdBed {
     );
     await this.kill(i);
     const until = Date.now() + MEMBERSHIP_CHANGE_MS;
-    const id = (await this.memberList(i, until)).find((x) => x.peerUrl === m.peerUrl)?.id;
-    if (id !== undefined) await this.etcdctl(i, ['member', 'remove', id], until);
+    await this.changeMembership(i, until, (listed) =>
+      listed === undefined ? undefined : ['member', 'remove', listed.id],
+    );
     rmSync(m.dataDir, { recursive: true, force: true });
-    await this.addBack(i, Date.now() + MEMBERSHIP_CHANGE_MS);
-  }
-
-  /**
-   * Puts member i (dead, its data gone, removed from the membership or not) back into the
-   * cluster as a new member and waits until it is healthy.
-   */
-  private async addBack(i: number, until: number): Promise<void> {
-    const m = this.members[i]!;
-    // An add whose answer was lost (a timeout) may have been applied: never add a peer twice.
-    const listed = (await this.memberList(i, until)).find((x) => x.peerUrl === m.peerUrl);
-    if (listed === undefined) {
-      await this.etcdctl(i, ['member', 'add', m.name, `--peer-urls=${m.peerUrl}`], until);
-    } else if (listed.started) {
-      // Still the old incarnation: remove it first, its data is gone.
-      await this.etcdctl(i, ['member', 'remove', listed.id], until);
-      await this.etcdctl(i, ['member', 'add', m.name, `--peer-urls=${m.peerUrl}`], until);
-    }
+    await this.changeMembership(i, until, (listed) =>
+      listed === undefined ? ['member', 'add', m.name, `--peer-urls=${m.peerUrl}`] : undefined,
+    );
     this.spawn(i, 'existing');
     await this.waitHealthy([i], 30_000);
   }
 
   /**
-   * Runs `etcdctl` against a live member other than `not`, retrying (against each live member
-   * in turn) until `until` while it fails; the last error is thrown.
+   * Moves member i's entry in the membership where `step` wants it: `step` gets the entry as
+   * the cluster lists it now and returns the etcdctl command still needed (undefined: done).
+   * Retried through the live members until `until` while etcd refuses the change; reading the
+   * membership before every attempt makes a change whose answer was lost (a time-out) count as
+   * done instead of being made twice.
    */
-  private async etcdctl(not: number, args: string[], until: number): Promise<string> {
+  private async changeMembership(
+    i: number,
+    until: number,
+    step: (listed: ListedMember | undefined) => string[] | undefined,
+  ): Promise<void> {
     for (let attempt = 0; ; attempt++) {
-      const live = this.members.map((_, j) => j).filter((j) => j !== not && this.isUp(j));
       try {
-        if (live.length === 0) throw new Error('no live etcd member to run etcdctl through');
-        const via = this.members[live[attempt % live.length]!]!;
-        const res = await run('etcdctl', [`--endpoints=${via.clientUrl}`, '--command-timeout=5s', ...args], {
-          timeout: 10_000,
-        });
-        return res.stdout;
+        const peerUrl = this.members[i]!.peerUrl;
+        const cmd = step((await this.memberList(i, attempt)).find((x) => x.peerUrl === peerUrl));
+        if (cmd === undefined) return;
+        await this.etcdctl(i, attempt, cmd);
       } catch (err) {
         if (Date.now() > until) throw err;
         await new Promise((r) => setTimeout(r, 250));
@@ -234,16 +222,27 @@ export class EtcdBed {
     }
   }
 
+  /** Runs `etcdctl` through a live member other than `not` (the `attempt`-th in turn). */
+  private async etcdctl(not: number, attempt: number, args: string[]): Promise<string> {
+    const live = this.members.map((_, j) => j).filter((j) => j !== not && this.isUp(j));
+    if (live.length === 0) throw new Error('no live etcd member to run etcdctl through');
+    const via = this.members[live[attempt % live.length]!]!;
+    const res = await run('etcdctl', [`--endpoints=${via.clientUrl}`, '--command-timeout=5s', ...args], {
+      timeout: 10_000,
+    });
+    return res.stdout;
+  }
+
   /** The membership as a live member other than `not` sees it. */
-  private async memberList(not: number, until: number): Promise<ListedMember[]> {
+  private async memberList(not: number, attempt: number): Promise<ListedMember[]> {
     // The simple format prints member IDs in hex (JSON numbers would lose their low bits):
     // "id, started|unstarted, name, peer urls, client urls, is learner".
-    const out = await this.etcdctl(not, ['member', 'list'], until);
+    const out = await this.etcdctl(not, attempt, ['member', 'list']);
     return out
       .split('\n')
       .map((l) => l.split(',').map((f) => f.trim()))
       .filter((f) => f.length >= 4 && f[0]!.length > 0)
-      .map((f) => ({ id: f[0]!, started: f[1] === 'started', name: f[2]!, peerUrl: f[3]! }));
+      .map((f) => ({ id: f[0]!, peerUrl: f[3]! }));
   }
 
   /**
