@@ -244,6 +244,8 @@ export class ChainDriver {
     const sentry = sim === this.s.a ? 'a' : 'b';
     const until = Date.now() + this.opts.requestDeadlineMs;
     let attempts = 0;
+    /** why the last attempt got no answer (kept in the history to tell a stall from a refusal) */
+    let last = '';
     while (!this.stopped) {
       attempts++;
       try {
@@ -258,8 +260,10 @@ export class ChainDriver {
           this.history.write({ t: 'req', chain: this.chainId, sentry, what, note, attempts, outcome, error });
           return outcome;
         }
-      } catch {
+        last = `reply ${reply.kind}`;
+      } catch (err) {
         // transport error: the link is gone; the sentry waits for the next signer connection
+        last = (err as Error).message;
       }
       if (Date.now() >= until || this.stopped) break;
       await new Promise((r) => setTimeout(r, 100));
@@ -272,6 +276,7 @@ export class ChainDriver {
       note,
       attempts,
       outcome: 'unanswered',
+      last,
     });
     return 'unanswered';
   }
