@@ -11,7 +11,7 @@
  */
 import assert from 'node:assert/strict';
 import { randomInt } from 'node:crypto';
-import { describe, it } from 'node:test';
+import { before, describe, it } from 'node:test';
 import { faultKinds } from './harness/faults/index.ts';
 import { currentCommit, recordRun } from './harness/record.ts';
 import { runChaos, summaryLine } from './harness/runner.ts';
@@ -22,6 +22,12 @@ const ONLY = process.env['CHAOS_FAULTS']?.split(',').filter((k) => k.length > 0)
 const RECORD = process.env['CHAOS_RECORD'] === '1';
 
 describe(`chaos harness (seed ${SEED})`, () => {
+  // Once, before the runs: recording the first run changes tracked files, which the second
+  // run's commit would otherwise show as "+changes".
+  let commit = '';
+  before(async () => {
+    if (RECORD) commit = await currentCommit();
+  });
   for (const [nodes, share] of [
     [1, 0.35],
     [3, 0.65],
@@ -37,7 +43,6 @@ describe(`chaos harness (seed ${SEED})`, () => {
         t.skip(`CHAOS_FAULTS names no ${mode} kind`);
         return;
       }
-      const commit = RECORD ? await currentCommit() : '';
       const result = await runChaos({
         rounds: 10_000,
         seed: SEED,
