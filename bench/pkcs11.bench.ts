@@ -42,7 +42,7 @@ function message(i: number): Uint8Array {
 }
 
 /** Bare pkcs11js: find the private key once, then C_SignInit + C_SignAsync per signature. */
-function bareSigner(module: LoadedModule, token: string, label: string, type: KeyType) {
+export function bareSigner(module: LoadedModule, token: string, label: string, type: KeyType) {
   const pk = module.pkcs11;
   const slot = pk.C_GetSlotList(true).find((s) => tokenLabel(pk.C_GetTokenInfo(s)) === token);
   if (slot === undefined) throw new Error(`token ${token} not found`);

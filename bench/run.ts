@@ -1,17 +1,19 @@
 /**
- * `npm run bench`: runs every benchmark suite, each in its own process (a PKCS#11 module is
+ * `npm run bench`: runs benchmark suites, each in its own process (a PKCS#11 module is
  * initialised once per process with one SoftHSM config, and suites must not disturb each other's
- * timings), then prints the table. A run of every suite also writes bench/results/latest.md and
- * the table in README.md (between the `bench:table` markers), so the README always shows the
- * latest full run; a run of named suites only prints.
+ * timings), then prints the table. The rows of the suites that ran replace those suites' rows in
+ * bench/results/latest.json; bench/results/latest.md and the README's table (between the
+ * `bench:table` markers) are rewritten from it, so they always show each suite's latest run (a
+ * figure and its floor always come from the same run of one suite). A suite added to SUITES
+ * gets its rows in both tables; a row with a `goal` also gets one in the goals table.
  *
  * Usage: node --import tsx bench/run.ts [suite ...]   (default: all suites)
  */
 import { execFileSync } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
-import { cpus, totalmem } from 'node:os';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg, totalmem } from 'node:os';
 import { fileURLToPath } from 'node:url';
-import type { BenchResult } from './types.ts';
+import type { BenchResult, SuiteRun } from './types.ts';
 
 type Suite = () => Promise<BenchResult[]>;
 
@@ -23,6 +25,8 @@ const SUITES: Record<string, () => Promise<Suite>> = {
   'single-node': async () => (await import('./single-node.bench.ts')).benchSingleNode,
   cluster: async () => (await import('./cluster.bench.ts')).benchCluster,
   'many-chains': async () => (await import('./many-chains.bench.ts')).benchManyChains,
+  'cluster-chains': async () => (await import('./cluster-chains.bench.ts')).benchClusterChains,
+  memory: async () => (await import('./memory.bench.ts')).benchMemory,
 };
 
 const CHILD_FLAG = '--child-suite';
@@ -55,19 +59,58 @@ function formatValue(r: BenchResult): string {
   return `${r.value.toFixed(digits)} ${r.unit}`;
 }
 
-function renderMarkdown(rows: Array<{ suite: string; result: BenchResult }>): string {
+const LATEST = fileURLToPath(new URL('./results/latest.json', import.meta.url));
+
+function machine(): string {
+  return (
+    `${cpus().length} cores (${cpus()[0]?.model ?? 'unknown cpu'}), ` +
+    `${Math.round(totalmem() / 2 ** 30)} GiB, Node ${process.version}, load average ${loadavg()[0]?.toFixed(1)} at its start`
+  );
+}
+
+function readLatest(): Record<string, SuiteRun> {
+  return existsSync(LATEST) ? (JSON.parse(readFileSync(LATEST, 'utf8')) as Record<string, SuiteRun>) : {};
+}
+
+/** The suites in SUITES order (then any others the file still holds). */
+function ordered(runs: Record<string, SuiteRun>): Array<[string, SuiteRun]> {
+  const names = [...Object.keys(SUITES), ...Object.keys(runs).filter((n) => SUITES[n] === undefined)];
+  return names.flatMap((n) => (runs[n] === undefined ? [] : [[n, runs[n]] as [string, SuiteRun]]));
+}
+
+function renderMarkdown(runs: Record<string, SuiteRun>): string {
+  const suites = ordered(runs);
   const lines = [
     '# Benchmark results',
     '',
-    `Recorded ${new Date().toISOString()} by \`npm run bench\` on ${cpus().length} cores ` +
-      `(${cpus()[0]?.model ?? 'unknown cpu'}), ${Math.round(totalmem() / 2 ** 30)} GiB, Node ${process.version}. ` +
-      'Medians and ratios are taken within one run; the machine is shared and noisy.',
+    "Each suite's rows come from its latest run of `npm run bench` (medians, and ratios to floors " +
+      'measured in that same run; the machine is shared and noisy):',
     '',
-    '| suite | measure | value | note |',
-    '| --- | --- | --- | --- |',
+    ...suites.map(([name, run]) => `- \`${name}\`: ${run.recorded}, ${run.machine}`),
+    '',
   ];
-  for (const { suite, result } of rows) {
-    lines.push(`| ${suite} | ${result.name} | ${formatValue(result)} | ${result.note ?? ''} |`);
+  const goals = suites.flatMap(([name, run]) =>
+    run.results.filter((r) => r.goal !== undefined).map((r) => ({ suite: name, result: r })),
+  );
+  if (goals.length > 0) {
+    lines.push(
+      '**Goals**',
+      '',
+      '| suite | measure | value | goal | met | how |',
+      '| --- | --- | --- | --- | --- | --- |',
+    );
+    for (const { suite, result } of goals) {
+      const max = result.goal?.max as number;
+      const met = result.value <= max ? 'yes' : '**no**';
+      lines.push(
+        `| ${suite} | ${result.name} | ${formatValue(result)} | ≤ ${max} ${result.unit} | ${met} | ${result.note ?? ''} |`,
+      );
+    }
+    lines.push('', '**All figures**', '');
+  }
+  lines.push('| suite | measure | value | note |', '| --- | --- | --- | --- |');
+  for (const [name, run] of suites) {
+    for (const r of run.results) lines.push(`| ${name} | ${r.name} | ${formatValue(r)} | ${r.note ?? ''} |`);
   }
   return `${lines.join('\n')}\n`;
 }
@@ -79,19 +122,23 @@ async function main(): Promise<void> {
     return;
   }
   const names = args.length > 0 ? args : Object.keys(SUITES);
-  const rows: Array<{ suite: string; result: BenchResult }> = [];
   for (const name of names) {
     if (SUITES[name] === undefined)
       throw new Error(`unknown suite ${name}; known: ${Object.keys(SUITES).join(', ')}`);
+  }
+  const runs = readLatest();
+  for (const name of names) {
     process.stderr.write(`bench: running ${name}…\n`);
-    for (const result of runSuiteInChild(name)) rows.push({ suite: name, result });
+    const recorded = new Date().toISOString();
+    const where = machine();
+    runs[name] = { recorded, machine: where, results: runSuiteInChild(name) };
+    // Saved after each suite, so a later suite that fails does not lose the earlier ones.
+    writeFileSync(LATEST, `${JSON.stringify(runs, null, 2)}\n`);
   }
-  const markdown = renderMarkdown(rows);
+  const markdown = renderMarkdown(runs);
   process.stdout.write(markdown);
-  if (args.length === 0) {
-    writeFileSync(fileURLToPath(new URL('./results/latest.md', import.meta.url)), markdown);
-    updateReadme(markdown);
-  }
+  writeFileSync(fileURLToPath(new URL('./results/latest.md', import.meta.url)), markdown);
+  updateReadme(markdown);
 }
 
 const README_START = '<!-- bench:table -->';

@@ -8,7 +8,8 @@ import type { WorldOptions } from './world.ts';
 
 export interface PlantedBug {
   what: string;
-  options: Pick<WorldOptions, 'storeBugs' | 'guardBugs'>;
+  /** the world it runs in: what it switches off, and more chains when it needs them */
+  options: Pick<WorldOptions, 'storeBugs' | 'guardBugs'> & { chains?: number };
   /** seeds `--plant-bug` runs by default; the bug must be caught within them */
   seedBudget: number;
 }
@@ -28,6 +29,12 @@ export const PLANTED_BUGS: Record<string, PlantedBug> = {
     what: "reservations leave out the state key's mod-revision compare",
     options: { storeBugs: { noStateCompare: true } },
     seedBudget: 20,
+  },
+  'batch-one-state-compare': {
+    what: "a batched transaction carries only its first chain's state compare (the others ride on it)",
+    // batches of two or more writes need three chains or more (one in flight, two waiting)
+    options: { storeBugs: { batchOneStateCompare: true }, chains: 5 },
+    seedBudget: 50,
   },
   'no-high-water': {
     what: 'states read from etcd are not checked against the high-water marks',

@@ -131,7 +131,8 @@ export class AuditLog {
   private file: FileHandle;
   /** bytes in the current file */
   private size: number;
-  private pending: string[] = [];
+  /** decisions not written yet, with their time; serialised by the flush, off the signing path */
+  private pending: Array<{ d: GuardDecision; ts: number }> = [];
   /** records dropped since the last dropped-marker line was queued */
   private droppedSinceMarker = 0;
   /** the flush in progress, if any: at most one at a time, so lines stay in order */
@@ -187,7 +188,7 @@ export class AuditLog {
       this.drop();
       return;
     }
-    this.pending.push(auditLine(this.nodeId, d, this.now()));
+    this.pending.push({ d, ts: this.now() });
     this.schedule();
   }
 
@@ -259,10 +260,11 @@ export class AuditLog {
     this.flush().catch(() => undefined);
   }
 
-  /** Takes the buffered lines, appends them in one write, fsyncs, rotates when due. */
+  /** Takes the buffered records, appends their lines in one write, fsyncs, rotates when due. */
   private async writeBatch(): Promise<void> {
-    const lines = this.pending;
+    const records = this.pending;
     this.pending = [];
+    const lines = records.map((r) => auditLine(this.nodeId, r.d, r.ts));
     const dropped = this.droppedSinceMarker;
     this.droppedSinceMarker = 0;
     if (dropped > 0) {
@@ -281,7 +283,6 @@ export class AuditLog {
     } catch (err) {
       // Nothing of the batch is in the file: put it back in front (the marker is re-counted),
       // within the bound; what does not fit is dropped and counted.
-      const records = dropped > 0 ? lines.slice(0, -1) : lines;
       const room = Math.max(0, this.maxPendingLines - this.pending.length);
       const kept = records.slice(records.length - Math.min(room, records.length));
       const lost = records.length - kept.length;

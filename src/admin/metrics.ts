@@ -19,6 +19,7 @@ import { isDoubleSignRefusal } from '../guard/decide.ts';
 import type { DecisionOutcome, GuardDecision } from '../guard/decision.ts';
 import type { SignState } from '../store/types.ts';
 import { VERSION } from '../version.ts';
+import { StageHistogram } from './stage-histogram.ts';
 
 /** Latency buckets in seconds: 0.1 ms (a bare SoftHSM sign) up to 1 s (a stuck etcd). */
 export const LATENCY_BUCKETS_S = [
@@ -144,6 +145,11 @@ export interface MetricsOptions {
 export class Metrics {
   /** this node's registry (render it with `registry.metrics()`) */
   readonly registry = new Registry();
+  /**
+   * `cometkms_sign_stage_duration_seconds{stage}`: hand it to the guards, sessions and the
+   * forwarder as their stage observer (every stage is exported from the start, at 0).
+   */
+  readonly stages = new StageHistogram();
 
   private readonly signRequests: Counter<'chain_id' | 'type' | 'outcome'>;
   private readonly signLatency: Histogram<'chain_id'>;
@@ -184,6 +190,7 @@ export class Metrics {
       registers,
     });
     this.scrapeTimeChainGauges(registers);
+    this.stages.register(this.registry);
     this.doubleSignRefused = new Counter({
       name: 'cometkms_double_sign_refused_total',
       help: 'Requests refused because signing them could have been a double sign, by chain and reason',

@@ -9,6 +9,7 @@ import { decodeMessage, encodeMessage } from '../cometbft/messages.ts';
 import { assertWellFormedReply, tryAgain } from '../cometbft/replies.ts';
 import type { PrivvalMessage, ProtocolVersion } from '../cometbft/types.ts';
 import type { RequestContext, RequestHandler } from '../privval/handler.ts';
+import { NO_STAGES, type StageObserver } from '../stages.ts';
 import type { ForwardOutcome, ForwardResult } from './forward.ts';
 
 /** Whether this node may sign right now. */
@@ -36,6 +37,8 @@ export interface ClusterChainHandlerOptions {
   forwarder: Forwarder;
   /** called once per forwarded request with its result (`ok` or why it became "try again") */
   onForward?: (result: string) => void;
+  /** receives the duration of each forwarding round trip, as stage `forward` (src/stages.ts) */
+  stages?: StageObserver;
   /**
    * called when the leader refused a forwarded request: the leader's log names this node as the
    * forwarder, this one names the validator endpoint the request came from
@@ -87,7 +90,9 @@ export class ClusterChainHandler implements RequestHandler {
     ctx: RequestContext | undefined,
   ): Promise<PrivvalMessage> {
     const { chainId, protocol, forwarder } = this.#opts;
+    const start = performance.now();
     const result = await forwarder.forward(chainId, encodeMessage(request, protocol));
+    (this.#opts.stages ?? NO_STAGES).observe('forward', performance.now() - start);
     if (result.status !== 'ok') {
       this.#report(result.status);
       return tryAgain();

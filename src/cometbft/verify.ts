@@ -5,6 +5,7 @@
 
 import { createPublicKey, type KeyObject, verify as nodeVerify } from 'node:crypto';
 import { secp256k1 } from '@noble/curves/secp256k1.js';
+import { bytesEqual } from './bytes.ts';
 import { KeyFormatError } from './keys.ts';
 import type { PubKey } from './types.ts';
 
@@ -19,8 +20,19 @@ const HALF_N = N >> 1n;
  */
 const KEY_CACHE_LIMIT = 256;
 const keyCache = new Map<string, KeyObject>();
+/**
+ * The same, found by the key bytes' identity: a signer verifies against one `PubKey` object
+ * thousands of times, and this skips building the string key of `keyCache` for it. The entry
+ * keeps a copy of the bytes and is used only while they are still equal (a caller may reuse an
+ * array for another key).
+ */
+const keyByBytes = new WeakMap<Uint8Array, { type: PubKey['type']; bytes: Uint8Array; key: KeyObject }>();
 
 function keyObject(pubKey: PubKey): KeyObject {
+  const known = keyByBytes.get(pubKey.bytes);
+  if (known !== undefined && known.type === pubKey.type && bytesEqual(known.bytes, pubKey.bytes)) {
+    return known.key;
+  }
   const cacheKey = `${pubKey.type}:${Buffer.from(pubKey.bytes).toString('hex')}`;
   let key = keyCache.get(cacheKey);
   if (key === undefined) {
@@ -28,6 +40,7 @@ function keyObject(pubKey: PubKey): KeyObject {
     if (keyCache.size >= KEY_CACHE_LIMIT) keyCache.clear();
     keyCache.set(cacheKey, key);
   }
+  keyByBytes.set(pubKey.bytes, { type: pubKey.type, bytes: pubKey.bytes.slice(), key });
   return key;
 }
 

@@ -1,5 +1,4 @@
-import { sha256 } from '@noble/hashes/sha2.js';
-import { bytesToHex } from '@noble/hashes/utils.js';
+import { createHash } from 'node:crypto';
 import { bytesEqual } from '../cometbft/bytes.ts';
 import { validatorAddress } from '../cometbft/keys.ts';
 import {
@@ -20,6 +19,7 @@ import {
 } from '../cometbft/types.ts';
 import { verifySignature } from '../cometbft/verify.ts';
 import type { RequestContext, RequestHandler } from '../privval/handler.ts';
+import { NO_STAGES, type SignStage, type StageObserver } from '../stages.ts';
 import { NotLeaderError, StateMissingError, StateRegressionError, StateStoreError } from '../store/errors.ts';
 import type { SignState, SignStateStore } from '../store/types.ts';
 import {
@@ -54,6 +54,8 @@ export interface ChainGuardOptions {
   onAlarm?: (alarm: StateAlarm | undefined) => void;
   /** a monotonic clock in milliseconds (default `performance.now`) */
   now?: () => number;
+  /** receives the duration of each stage of a signing request (src/stages.ts) */
+  stages?: StageObserver;
   /** simulator only: see {@link GuardPlantedBugs} */
   plantedBugs?: GuardPlantedBugs;
 }
@@ -134,6 +136,7 @@ export class ChainGuard implements RequestHandler {
   private readonly onRecordFailure: ((reason: string) => void) | undefined;
   private readonly onAlarm: ((alarm: StateAlarm | undefined) => void) | undefined;
   private readonly now: () => number;
+  private readonly stages: StageObserver;
   /**
    * secp256k1 signatures are recorded durably before they are returned: ECDSA from an HSM is
    * randomised, so a retry must get the recorded signature back rather than a new one (peers
@@ -166,6 +169,7 @@ export class ChainGuard implements RequestHandler {
     this.onRecordFailure = options.onRecordFailure;
     this.onAlarm = options.onAlarm;
     this.now = options.now ?? (() => performance.now());
+    this.stages = options.stages ?? NO_STAGES;
     this.bugs = options.plantedBugs ?? {};
   }
 
@@ -218,7 +222,13 @@ export class ChainGuard implements RequestHandler {
         const trace: Trace = { context };
         const kind = request.kind === 'signVoteRequest' ? 'vote' : 'proposal';
         const refuse = kind === 'vote' ? refusedVote : refusedProposal;
-        return this.process(kind, refuse, trace, () => this.mutex.run(() => this.sign(request, trace)));
+        const queued = this.now();
+        return this.process(kind, refuse, trace, () =>
+          this.mutex.run(() => {
+            this.stage('queue', queued);
+            return this.sign(request, trace);
+          }),
+        );
       }
       case 'signBytesRequest':
         // v1.0 SignBytes signs arbitrary bytes as they are, with no HRS check. With a validator
@@ -264,8 +274,17 @@ export class ChainGuard implements RequestHandler {
       result = { outcome: 'retry', code: 'signature_invalid', reason: describe(err) };
       reply = tryAgain();
     }
-    this.report(kind, result, trace, this.now() - start);
+    const reported = this.now();
+    this.report(kind, result, trace, reported - start);
+    if (kind === 'vote' || kind === 'proposal') this.stage('report', reported);
     return reply;
+  }
+
+  /** Observes the time since `since` as `stage`; returns the current time. */
+  private stage(stage: SignStage, since: number): number {
+    const now = this.now();
+    this.stages.observe(stage, now - since);
+    return now;
   }
 
   private async pubKey(chainId: string): Promise<Result> {
@@ -291,7 +310,9 @@ export class ChainGuard implements RequestHandler {
   private async sign(request: SignRequest, trace: Trace): Promise<Result> {
     let last = await this.usableState();
     for (let attempt = 0; attempt < MAX_RESERVE_ATTEMPTS; attempt++) {
+      const decideStart = this.now();
       const verdict = decide(last, request, this.rules);
+      this.stage('decide', decideStart);
       traceVerdict(trace, request, verdict);
       switch (verdict.action) {
         case 'refuse':
@@ -313,11 +334,19 @@ export class ChainGuard implements RequestHandler {
     throw new Retry('contention', `state still changing after ${MAX_RESERVE_ATTEMPTS} reservation attempts`);
   }
 
-  /** The new reservation is durable: sign exactly its bytes, record, reply. */
+  /**
+   * The new reservation is durable: sign exactly its bytes, wait for what must be durable before
+   * a signature may be returned (the store started it with the reservation, so it overlapped the
+   * signing), record, reply.
+   */
   private async signNew(verdict: Extract<Verdict, { action: 'reserve' }>, trace: Trace): Promise<Result> {
     const { next } = verdict;
-    const signature = await this.hsmSign(next.signBytes, trace);
-    const extensionSignature = await this.signExtension(next.extensionSignBytes, trace);
+    const [signature, extensionSignature] = await this.signBoth(
+      next.signBytes,
+      next.extensionSignBytes,
+      trace,
+    );
+    await this.readyToReturn(next);
     await this.record(next, signature);
     return { outcome: 'signed', reply: signedReply(verdict.reply, signature, extensionSignature) };
   }
@@ -333,11 +362,19 @@ export class ChainGuard implements RequestHandler {
     verdict: Extract<Verdict, { action: 'sign_reserved' }>,
   ): Promise<Result> {
     let signature = verdict.recorded;
-    if (!this.verifies(verdict.signBytes, signature)) {
-      signature = await this.hsmSign(verdict.signBytes, {});
-      await this.record(last, signature);
+    let extensionSignature: Uint8Array;
+    const recorded = this.verifies(verdict.signBytes, signature);
+    if (recorded) {
+      extensionSignature = await this.signExtension(verdict.extensionSignBytes, {});
+    } else {
+      [signature, extensionSignature] = await this.signBoth(
+        verdict.signBytes,
+        verdict.extensionSignBytes,
+        {},
+      );
     }
-    const extensionSignature = await this.signExtension(verdict.extensionSignBytes, {});
+    await this.readyToReturn(last);
+    if (!recorded) await this.record(last, signature);
     return {
       outcome: verdict.outcome,
       reply: signedReply(verdict.reply, signature, extensionSignature, verdict.timestamp),
@@ -346,8 +383,10 @@ export class ChainGuard implements RequestHandler {
 
   /** The store's compare-and-set; its failures become retries (and alarms for unusable state). */
   private async reserve(expected: SignState, next: SignState) {
+    const start = this.now();
     try {
       const result = await this.store.reserve(this.rules.chainId, expected, next);
+      this.stage('reserve', start);
       this.setAlarm(undefined);
       return result;
     } catch (err) {
@@ -365,10 +404,12 @@ export class ChainGuard implements RequestHandler {
    * reported.
    */
   private async record(reserved: SignState, signature: Uint8Array): Promise<void> {
+    const start = this.now();
     try {
       await this.store.recordSignature(this.rules.chainId, reserved, signature, {
         durable: this.durableRecords,
       });
+      this.stage('record', start);
     } catch (err) {
       if (this.durableRecords) throw new Retry('record_failed', `signature not recorded: ${describe(err)}`);
       try {
@@ -382,6 +423,21 @@ export class ChainGuard implements RequestHandler {
     if (s !== undefined && compareHRS(s, reserved) === 0 && bytesEqual(s.signBytes, reserved.signBytes)) {
       this.state = { ...s, signature };
     }
+  }
+
+  /**
+   * Waits until the store holds durably everything a returned signature over `reserved` relies
+   * on (reserve-before-sign covers the reservation itself; see SignStateStore.readyToReturn).
+   * Its failure is a retry: the signature is not returned.
+   */
+  private async readyToReturn(reserved: SignState): Promise<void> {
+    const start = this.now();
+    try {
+      await this.store.readyToReturn(this.rules.chainId, reserved);
+    } catch (err) {
+      throw this.storeFailure(err, 'making the reservation durable before returning its signature');
+    }
+    this.stage('seal', start);
   }
 
   /** The known state, re-read from the store while it is missing or alarmed. */
@@ -453,20 +509,56 @@ export class ChainGuard implements RequestHandler {
     return bytes.length === 0 ? EMPTY : this.hsmSign(bytes, trace);
   }
 
+  /**
+   * Signs `bytes` and the extension sign bytes, when there are any, and verifies both. Both go to
+   * the signer at once: it starts on the extension as soon as the first signature is done, before
+   * this continuation runs (its queue hands over within fewer microtask turns than the result
+   * takes to come back here), so the token signs the extension while the first signature is
+   * verified, and a v0.38 precommit has two HSM signatures but only one verification on its
+   * critical path. Signing the extension bytes before the first signature is verified is safe:
+   * they are reserved with it, and nothing is returned unless both verify. (No thread pool or
+   * timer is involved, so the deterministic simulator sees the same steps.)
+   */
+  private async signBoth(
+    bytes: Uint8Array,
+    extensionBytes: Uint8Array,
+    trace: Trace,
+  ): Promise<[Uint8Array, Uint8Array]> {
+    if (extensionBytes.length === 0) return [await this.hsmSign(bytes, trace), EMPTY];
+    const start = this.now();
+    const first = this.signer.sign(bytes);
+    // Queued behind the first on the signer; awaited below unless the first fails.
+    const second = this.signer.sign(extensionBytes);
+    second.catch(() => undefined);
+    const signature = this.verified(bytes, await this.signed(first, start, trace));
+    const extensionSignature = await this.signed(second, this.now(), trace);
+    return [signature, this.verified(extensionBytes, extensionSignature)];
+  }
+
   /** Signs in the HSM and verifies here too (defence in depth). Any failure: try again. */
   private async hsmSign(bytes: Uint8Array, trace: Trace): Promise<Uint8Array> {
     const start = this.now();
-    let signature: Uint8Array;
+    return this.verified(bytes, await this.signed(this.signer.sign(bytes), start, trace));
+  }
+
+  /** The signature `op` yields (its failure is a retry), timed as stage `hsm` from `since`. */
+  private async signed(op: Promise<Uint8Array>, since: number, trace: Trace): Promise<Uint8Array> {
     try {
-      signature = await this.signer.sign(bytes);
+      return await op;
     } catch (err) {
       throw new Retry('signer_failed', `signer failed: ${describe(err)}`);
     } finally {
-      trace.hsmMs = (trace.hsmMs ?? 0) + (this.now() - start);
+      const now = this.stage('hsm', since);
+      trace.hsmMs = (trace.hsmMs ?? 0) + (now - since);
     }
-    if (!this.verifies(bytes, signature)) {
-      throw new Retry('signature_invalid', 'signature from the signer failed verification');
-    }
+  }
+
+  /** `signature` once it verifies over `bytes` under the key; otherwise a retry. */
+  private verified(bytes: Uint8Array, signature: Uint8Array): Uint8Array {
+    const start = this.now();
+    const valid = this.verifies(bytes, signature);
+    this.stage('verify', start);
+    if (!valid) throw invalidSignature();
     return signature;
   }
 
@@ -496,7 +588,9 @@ export class ChainGuard implements RequestHandler {
       decision.code = result.code;
       decision.reason = result.reason;
     }
-    if (trace.signBytes !== undefined) decision.signBytesSha256 = bytesToHex(sha256(trace.signBytes));
+    if (trace.signBytes !== undefined) {
+      decision.signBytesSha256 = createHash('sha256').update(trace.signBytes).digest('hex');
+    }
     if (trace.hsmMs !== undefined) decision.hsmMs = trace.hsmMs;
     try {
       this.onDecision(decision);
@@ -552,6 +646,10 @@ function signedReply(
     kind: 'signedProposalResponse',
     proposal: { ...proposal, timestamp: timestamp ?? proposal.timestamp, signature },
   };
+}
+
+function invalidSignature(): Retry {
+  return new Retry('signature_invalid', 'signature from the signer failed verification');
 }
 
 function describe(err: unknown): string {

@@ -7,8 +7,10 @@ import type { PubKey } from '../cometbft/types.ts';
 export interface Signer {
   readonly pubKey: PubKey;
   /**
-   * Signs `message` (ed25519: the bytes; secp256k1: ECDSA over SHA-256 of them, low-S, r‖s).
-   * Implementations verify the signature before returning it and throw on any failure.
+   * Signs `message` (ed25519: the bytes; secp256k1: ECDSA over SHA-256 of them, low-S, r‖s) and
+   * throws on any failure. The guard verifies every signature before it returns one, whether or
+   * not the implementation did (the node's PKCS#11 signers leave it to the guard). Calls may
+   * overlap: an implementation serialises them as its device needs.
    */
   sign(message: Uint8Array): Promise<Uint8Array>;
 }

@@ -288,11 +288,16 @@ export class Hsm {
 
   /**
    * A {@link Signer} for the key pair labelled `label`. Its public key is read now (no login
-   * needed); signing needs an open signing session.
+   * needed); signing needs an open signing session. Every signature is verified against the
+   * public key before `sign` returns it, unless `verifiedByCaller`: for the HRS guard, which
+   * verifies every signature itself before it returns one (verifying the same bytes twice with
+   * the same key adds nothing but a second ed25519 verification, a large share of a signature's
+   * cost). Low-S normalisation is done either way.
    */
-  signer(label: string, type: KeyType): HsmSigner {
+  signer(label: string, type: KeyType, opts: { verifiedByCaller?: boolean } = {}): HsmSigner {
     const pubKey = this.findPublicKey(label, type);
-    return new HsmSigner(label, pubKey, (message) => this.#sign(label, pubKey, message));
+    const verify = opts.verifiedByCaller !== true;
+    return new HsmSigner(label, pubKey, (message) => this.#sign(label, pubKey, message, verify));
   }
 
   /**
@@ -447,22 +452,22 @@ export class Hsm {
   }
 
   /** One signature; a session the token lost is reopened first while one is wanted. */
-  #sign(label: string, pubKey: PubKey, message: Uint8Array): Promise<Uint8Array> {
+  #sign(label: string, pubKey: PubKey, message: Uint8Array, verify: boolean): Promise<Uint8Array> {
     const s = this.#signing;
     const pin = this.#wantedPin;
     if (pin !== undefined && !this.#closed && (s === undefined || s.stopped)) {
-      return this.#reopenLostSession(pin).then(() => this.#signTracked(label, pubKey, message));
+      return this.#reopenLostSession(pin).then(() => this.#signTracked(label, pubKey, message, verify));
     }
-    return this.#signTracked(label, pubKey, message);
+    return this.#signTracked(label, pubKey, message, verify);
   }
 
   /** One signature in the current session, tracked so that closing waits for it. */
-  #signTracked(label: string, pubKey: PubKey, message: Uint8Array): Promise<Uint8Array> {
+  #signTracked(label: string, pubKey: PubKey, message: Uint8Array, verify: boolean): Promise<Uint8Array> {
     const s = this.#signing;
     if (this.#closed || s === undefined || s.stopped) {
       return Promise.reject(new HsmError('no HSM signing session is open (this node is not the leader)'));
     }
-    const op = this.#signIn(s, label, pubKey, message);
+    const op = this.#signIn(s, label, pubKey, message, verify);
     const settled = op.then(
       () => undefined,
       () => undefined,
@@ -472,7 +477,13 @@ export class Hsm {
     return op;
   }
 
-  async #signIn(s: SigningSession, label: string, pubKey: PubKey, message: Uint8Array): Promise<Uint8Array> {
+  async #signIn(
+    s: SigningSession,
+    label: string,
+    pubKey: PubKey,
+    message: Uint8Array,
+    verify: boolean,
+  ): Promise<Uint8Array> {
     const type = pubKey.type;
     const support = this.#support(type, false);
     // CometBFT sign bytes are never empty; pkcs11js cannot pass an empty buffer to C_Sign.
@@ -495,7 +506,7 @@ export class Hsm {
         throw err;
       }
     });
-    return finishSignature(pubKey, message, raw, label);
+    return finishSignature(pubKey, message, raw, label, verify);
   }
 
   /** C_SignInit + C_Sign with the mechanism of `type`; secp256k1 signs SHA-256 of the message. */
@@ -619,7 +630,7 @@ export class Hsm {
     label: string,
   ): Promise<void> {
     const raw = await this.#rawSign(session, privateKey, support, pubKey.type, SELF_TEST_MESSAGE);
-    finishSignature(pubKey, SELF_TEST_MESSAGE, raw, label);
+    finishSignature(pubKey, SELF_TEST_MESSAGE, raw, label, true);
   }
 
   #support(type: KeyType, forImport: boolean): KeyTypeSupport {
@@ -779,10 +790,16 @@ export class HsmSigner implements Signer {
 
 /**
  * Turns a token's raw signature into the one CometBFT accepts and checks it: secp256k1 S is
- * brought to low-S (SoftHSM returns high S about half the time), then the signature must verify
- * against the token's public key, or nothing is returned.
+ * brought to low-S (SoftHSM returns high S about half the time), then (`verify`) the signature
+ * must verify against the token's public key, or nothing is returned.
  */
-function finishSignature(pubKey: PubKey, message: Uint8Array, raw: Uint8Array, label: string): Uint8Array {
+function finishSignature(
+  pubKey: PubKey,
+  message: Uint8Array,
+  raw: Uint8Array,
+  label: string,
+  verify: boolean,
+): Uint8Array {
   if (raw.length !== SIGNATURE_LEN) {
     throw new HsmError(
       `HSM returned a ${raw.length}-byte signature for "${label}", expected ${SIGNATURE_LEN}`,
@@ -794,7 +811,7 @@ function finishSignature(pubKey: PubKey, message: Uint8Array, raw: Uint8Array, l
   } catch (err) {
     throw new HsmError(`HSM returned a malformed signature for "${label}"`, { cause: err });
   }
-  if (!verifySignature(pubKey, message, sig)) {
+  if (verify && !verifySignature(pubKey, message, sig)) {
     throw new HsmError(
       `signature from the HSM does not verify against the public key of "${label}"; nothing was signed`,
     );

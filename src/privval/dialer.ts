@@ -16,6 +16,7 @@ import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import type pino from 'pino';
 import type { ProtocolVersion } from '../cometbft/types.ts';
+import type { StageObserver } from '../stages.ts';
 import { formatPrivvalAddress, type PrivvalAddress, parsePrivvalAddress } from './address.ts';
 import type { RequestHandler } from './handler.ts';
 import { nodeIdFromPubKey, type TransportIdentity } from './identity.ts';
@@ -37,6 +38,8 @@ export interface DialerOptions {
   idleTimeoutMs?: number;
   /** Re-dial back-off. Default { initialMs: 50, maxMs: 1000 }. */
   backoff?: { initialMs: number; maxMs: number };
+  /** receives the transport's stage times of signing requests (src/stages.ts) */
+  stages?: StageObserver;
 }
 
 /** A snapshot of the dialer, for the admin API. */
@@ -173,6 +176,7 @@ export class ValidatorDialer extends EventEmitter<DialerEvents> {
           : { endpoint: this.addr, remoteNodeId: this.remoteNodeId },
       idleTimeoutMs: this.idleTimeoutMs,
       logger: this.log,
+      ...(this.opts.stages === undefined ? {} : { stages: this.opts.stages }),
     });
     this.isConnected = false;
     this.stream = undefined;
@@ -212,7 +216,10 @@ export class ValidatorDialer extends EventEmitter<DialerEvents> {
     const remaining = Math.max(1, deadline - Date.now());
     // stop() destroys the socket; the race makes that end a pending handshake at once.
     const conn = await Promise.race([
-      secretHandshake(socket, this.opts.identity.seed, { timeoutMs: remaining }),
+      secretHandshake(socket, this.opts.identity.seed, {
+        timeoutMs: remaining,
+        ...(this.opts.stages === undefined ? {} : { stages: this.opts.stages }),
+      }),
       rejectOnClose(socket),
     ]);
     this.remoteNodeId = nodeIdFromPubKey(conn.remotePubKey);

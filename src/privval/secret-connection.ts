@@ -10,6 +10,7 @@ import { ed25519, x25519 } from '@noble/curves/ed25519.js';
 import { hkdf } from '@noble/hashes/hkdf.js';
 import { sha256 } from '@noble/hashes/sha2.js';
 import protobuf from 'protobufjs/minimal.js';
+import { NO_STAGES, type StageObserver } from '../stages.ts';
 import { MerlinTranscript } from './merlin.ts';
 
 /** Largest plaintext payload carried by one frame. */
@@ -43,6 +44,8 @@ export interface HandshakeOptions {
   timeoutMs?: number;
   /** Tests only: a fixed X25519 ephemeral private key instead of a random one. */
   ephemeralPrivateKey?: Uint8Array;
+  /** receives the time spent opening each inbound frame, as stage `read` (src/stages.ts) */
+  stages?: StageObserver;
 }
 
 /**
@@ -158,7 +161,7 @@ export async function secretHandshake(
       deadline,
     ]);
     est.raw = input.detach();
-    return new SecretConnection(socket, est);
+    return new SecretConnection(socket, est, opts.stages);
   } catch (err) {
     // Detaching wakes a handshake still waiting for input, so it settles instead of hanging.
     input.detach();
@@ -455,9 +458,10 @@ export class SecretConnection extends Duplex {
   /** How the socket's inbound side finished: not yet, cleanly ('end'), or abruptly. */
   private eof: 'none' | 'end' | 'abort';
   private eofDelivered = false;
+  private readonly stages: StageObserver;
 
   /** Internal: use {@link secretHandshake}. */
-  constructor(socket: Duplex, est: Established) {
+  constructor(socket: Duplex, est: Established, stages: StageObserver = NO_STAGES) {
     // Mirror net.Socket's default: when the peer ends, stop writing too.
     super({ allowHalfOpen: false });
     this.socket = socket;
@@ -466,6 +470,7 @@ export class SecretConnection extends Duplex {
     this.localPubKey = est.localPubKey;
     this.remotePubKey = est.remotePubKey;
     this.raw = est.raw;
+    this.stages = stages;
     // The socket may already have ended while the handshake finished from buffered bytes.
     this.eof = socket.readableEnded ? 'end' : socket.destroyed ? 'abort' : 'none';
     if (est.plaintext.length > 0) this.push(est.plaintext);
@@ -515,12 +520,14 @@ export class SecretConnection extends Duplex {
   private drain(): void {
     while (!this.destroyed && this.wantMore && this.raw.length >= SEALED_FRAME_SIZE) {
       let payload: Buffer;
+      const start = performance.now();
       try {
         payload = this.recv.open(this.raw.subarray(0, SEALED_FRAME_SIZE));
       } catch (err) {
         this.destroy(err as Error);
         return;
       }
+      this.stages.observe('read', performance.now() - start);
       this.raw = this.raw.subarray(SEALED_FRAME_SIZE);
       if (payload.length > 0) this.wantMore = this.push(payload);
     }

@@ -38,6 +38,7 @@ import { decodeMessage, encodeMessage, messageCaseOf } from '../cometbft/message
 import { refusalFor } from '../cometbft/replies.ts';
 import { boundText } from '../cometbft/text.ts';
 import type { PrivvalMessage, ProtocolVersion } from '../cometbft/types.ts';
+import { NO_STAGES, type StageObserver } from '../stages.ts';
 import type { RequestContext, RequestHandler } from './handler.ts';
 
 /** Largest reply body a v0.34–v1.0 node reads (spec §1.2: compared with the length value). */
@@ -69,6 +70,8 @@ export interface SessionOptions {
   /** Largest reply body written. Default 10240. */
   maxReplySize?: number;
   logger?: pino.Logger;
+  /** receives the decode, encode and write times of signing requests (src/stages.ts) */
+  stages?: StageObserver;
 }
 
 /**
@@ -119,6 +122,9 @@ class Session {
   private readonly writeTimeoutMs: number;
   private readonly maxReplySize: number;
   private readonly log: pino.Logger;
+  private readonly stages: StageObserver;
+  /** when the reply to the signing request being answered began to be encoded; else undefined */
+  private encodeStart: number | undefined;
   private readonly queue: Uint8Array[] = [];
   private idleTimer: NodeJS.Timeout | undefined;
   private busy = false;
@@ -141,6 +147,7 @@ class Session {
     this.writeTimeoutMs = opts.writeTimeoutMs ?? DEFAULT_WRITE_TIMEOUT_MS;
     this.maxReplySize = opts.maxReplySize ?? MAX_REPLY_SIZE;
     this.log = opts.logger ?? silentLogger;
+    this.stages = opts.stages ?? NO_STAGES;
 
     // The 'error' listener stays attached for the stream's whole life: an 'error' without a
     // listener would crash the process.
@@ -182,9 +189,19 @@ class Session {
     this.stream.pause();
     try {
       for (let frame = this.queue.shift(); frame && !this.end; frame = this.queue.shift()) {
+        this.encodeStart = undefined;
         const reply = await this.answer(frame);
         if (this.end) break;
-        await this.write(lengthPrefixed(reply));
+        const framed = lengthPrefixed(reply);
+        const encodeStart = this.encodeStart;
+        if (encodeStart === undefined) {
+          await this.write(framed);
+        } else {
+          const writeStart = performance.now();
+          this.stages.observe('encode', writeStart - encodeStart);
+          await this.write(framed);
+          this.stages.observe('write', performance.now() - writeStart);
+        }
         this.requests++;
       }
     } finally {
@@ -205,6 +222,7 @@ class Session {
   /** Produces the encoded reply body for one request body; never throws. */
   private async answer(body: Uint8Array): Promise<Uint8Array> {
     const { version } = this.opts;
+    const decodeStart = performance.now();
     let request: PrivvalMessage;
     try {
       request = decodeMessage(body, version);
@@ -222,6 +240,8 @@ class Session {
       return encodeMessage(refusal ?? { kind: 'empty' }, version);
     }
     if (request.kind === 'pingRequest') return encodeMessage({ kind: 'pingResponse' }, version);
+    const signing = request.kind === 'signVoteRequest' || request.kind === 'signProposalRequest';
+    if (signing) this.stages.observe('decode', performance.now() - decodeStart);
 
     let reply: PrivvalMessage;
     try {
@@ -233,6 +253,7 @@ class Session {
       );
       return encodeMessage({ kind: 'empty' }, version);
     }
+    if (signing) this.encodeStart = performance.now();
     return this.encodeReply(reply);
   }
 

@@ -1,9 +1,10 @@
 import { performance } from 'node:perf_hooks';
 import { bytesEqual } from '../cometbft/bytes.ts';
 import { compareHRS } from '../cometbft/types.ts';
-import type { EtcdCompare, EtcdKv, EtcdPort, EtcdTxnResult } from '../ports/etcd.ts';
+import type { EtcdCompare, EtcdKv, EtcdPort } from '../ports/etcd.ts';
 import { type EtcdClientLike, toEtcdPort } from '../ports/etcd3.ts';
 import { NotLeaderError, StateMissingError, StateRegressionError, stateRemedy } from './errors.ts';
+import { type BatchWrite, EtcdWriteBatcher } from './etcd-batch.ts';
 import type { HighWaterMarks } from './high-water.ts';
 import { formatHrs } from './state-codec.ts';
 import {
@@ -208,6 +209,8 @@ export interface StorePlantedBugs {
   noStateCompare?: boolean;
   /** states read from etcd are not checked against (nor raise) the high-water marks */
   noHighWater?: boolean;
+  /** a batched transaction carries only its first chain's state compare (see etcd-batch.ts) */
+  batchOneStateCompare?: boolean;
 }
 
 export interface EtcdSignStateStoreOptions {
@@ -252,10 +255,20 @@ export class EtcdSignStateStore implements SignStateStore {
   readonly #observer: EtcdCallObserver | undefined;
   readonly #bugs: StorePlantedBugs;
   readonly #cache = new Map<string, Cached>();
+  readonly #batcher: EtcdWriteBatcher;
 
   constructor(opts: EtcdSignStateStoreOptions) {
     this.#client = toEtcdPort(opts.client);
     this.#bugs = opts.plantedBugs ?? {};
+    this.#batcher = new EtcdWriteBatcher({
+      client: this.#client,
+      // One observation per transaction, however many chains' writes it carries.
+      run: (op, txn) => observeEtcdCall(opts.observer, op, txn),
+      plantedBugs: {
+        noStateCompare: this.#bugs.noStateCompare === true,
+        oneStateCompare: this.#bugs.batchOneStateCompare === true,
+      },
+    });
     this.#prefix = opts.prefix;
     this.#leadership = opts.leadership;
     this.#marks = opts.marks;
@@ -282,9 +295,7 @@ export class EtcdSignStateStore implements SignStateStore {
       if (!sameSignState(cached.state, expected)) return { ok: false, current: copySignState(cached.state) };
     }
     const res = await this.#fencedPut(chainId, token, cached.modRevision, next, 'reserve');
-    if (res.succeeded) return { ok: true };
-    const current = this.#afterFailure(chainId, token, res);
-    return { ok: false, current: copySignState(current.state) };
+    return res.ok ? res : { ok: false, current: copySignState(res.current.state) };
   }
 
   /**
@@ -311,13 +322,13 @@ export class EtcdSignStateStore implements SignStateStore {
       this.#cache.set(chainId, { ...cached, state: signed });
       return;
     }
-    const token = this.#requireToken();
-    const res = await this.#fencedPut(chainId, token, cached.modRevision, signed, 'record');
-    if (res.succeeded) return;
-    // The state moved on (a later reservation or an import): this record no longer matters,
-    // unless leadership is lost, which #afterFailure reports.
-    this.#afterFailure(chainId, token, res);
+    // A conflict means the state moved on (a later reservation or an import): this record no
+    // longer matters. Leadership lost throws.
+    await this.#fencedPut(chainId, this.#requireToken(), cached.modRevision, signed, 'record');
   }
+
+  /** The high-water mark is raised durably inside `reserve`, before it resolves: nothing to wait for. */
+  async readyToReturn(): Promise<void> {}
 
   async close(): Promise<void> {
     this.#cache.clear();
@@ -329,45 +340,51 @@ export class EtcdSignStateStore implements SignStateStore {
     return token;
   }
 
-  /** One transaction: fences + state unchanged → put `next`; else read the leader and state keys. */
-  async #fencedPut(chainId: string, token: FencingToken, modRevision: string, next: SignState, op: string) {
+  /**
+   * One fenced transaction (shared with other chains' writes by the batcher): fences + this
+   * chain's state unchanged → put `next`; else the state as read in the same transaction, or
+   * leadership lost (step down and throw NotLeaderError).
+   */
+  async #fencedPut(
+    chainId: string,
+    token: FencingToken,
+    modRevision: string,
+    next: SignState,
+    op: BatchWrite['op'],
+  ): Promise<{ ok: true } | { ok: false; current: Cached }> {
     const leaderKey = etcdKeys.leader(this.#prefix);
     const stateKey = etcdKeys.state(this.#prefix, chainId);
-    const res = await observeEtcdCall(this.#observer, op, () =>
-      this.#client.txn({
-        compare: [
-          ...(this.#bugs.noFence ? [] : fencingCompares(leaderKey, token)),
-          ...(this.#bugs.noStateCompare
-            ? []
-            : [{ key: stateKey, target: 'mod' as const, revision: modRevision }]),
-        ],
-        success: [{ op: 'put', key: stateKey, value: encodeSignState(next) }],
-        failure: [
-          { op: 'range', key: leaderKey },
-          { op: 'range', key: stateKey },
-        ],
-      }),
-    );
-    if (res.succeeded) {
-      // Committed at the transaction's revision. The mark goes up before anyone signs it.
-      if (!this.#bugs.noHighWater) this.#marks.raise(chainId, next);
-      this.#cache.set(chainId, { state: copySignState(next), modRevision: res.revision });
+    const outcome = await this.#batcher.submit({
+      chainId,
+      stateKey,
+      modRevision,
+      value: encodeSignState(next),
+      op,
+      fence: {
+        leaderKey,
+        compares: this.#bugs.noFence ? [] : fencingCompares(leaderKey, token),
+        id: `${token.createRevision}|${token.leaseId}|${token.leaderValue}`,
+        matches: (kv) => this.#bugs.noFence === true || leaderKeyMatches(kv, token),
+      },
+    });
+    switch (outcome.kind) {
+      case 'committed':
+        // Committed at the transaction's revision. The mark goes up before anyone signs it.
+        if (!this.#bugs.noHighWater) await this.#marks.raiseDurably(chainId, next);
+        this.#cache.set(chainId, { state: copySignState(next), modRevision: outcome.revision });
+        return { ok: true };
+      case 'not_leader':
+        this.#leadership.stepDown('a fenced transaction found the leader key changed', token);
+        throw new NotLeaderError(
+          'leadership lost: the leader key no longer carries this node’s fencing token',
+        );
+      case 'conflict':
+        if (outcome.current === undefined) {
+          this.#cache.delete(chainId);
+          throw this.#missing(chainId);
+        }
+        return { ok: false, current: await this.#accept(chainId, outcome.current) };
     }
-    return res;
-  }
-
-  /** Interprets a failed fenced transaction: leadership lost → step down and throw; else the new state. */
-  #afterFailure(chainId: string, token: FencingToken, res: EtcdTxnResult): Cached {
-    const [leader, state] = res.ranges;
-    if (!leaderKeyMatches(leader, token)) {
-      this.#leadership.stepDown('a fenced transaction found the leader key changed', token);
-      throw new NotLeaderError('leadership lost: the leader key no longer carries this node’s fencing token');
-    }
-    if (state === undefined) {
-      this.#cache.delete(chainId);
-      throw this.#missing(chainId);
-    }
-    return this.#accept(chainId, state);
   }
 
   /** Linearizable read of the state key; undefined when the chain has no state (and never had, here). */
@@ -383,7 +400,7 @@ export class EtcdSignStateStore implements SignStateStore {
   }
 
   /** Checks a state read from etcd against this node's mark, raises the mark, caches it. */
-  #accept(chainId: string, kv: EtcdKv): Cached {
+  async #accept(chainId: string, kv: EtcdKv): Promise<Cached> {
     const state = decodeSignState(kv.value, kv.key);
     if (this.#bugs.noHighWater) {
       const cached = { state, modRevision: kv.modRevision };
@@ -401,7 +418,7 @@ export class EtcdSignStateStore implements SignStateStore {
           `import the last signed state (at or above ${formatHrs(mark)}) with cometkms state import`,
       );
     }
-    this.#marks.raise(chainId, state);
+    await this.#marks.raiseDurably(chainId, state);
     const cached = { state, modRevision: kv.modRevision };
     this.#cache.set(chainId, cached);
     return cached;

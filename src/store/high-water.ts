@@ -11,7 +11,11 @@
  *
  * Durability: the leader raises the mark durably after every reservation it commits and before
  * it signs (see EtcdSignStateStore), so no signature exists above a node's durable mark on disk.
- * Followers raise theirs from the replicated states they watch, in the background.
+ * Followers raise theirs from the replicated states they watch, in the background. The writes
+ * are asynchronous (the thread pool's pwrite + fdatasync): the writes of a batch of chains'
+ * reservations run in parallel and the event loop never waits for a disk. Writes of ONE chain
+ * never overlap (each waits for the one before), so a torn write can only ever damage the slot
+ * being written, as the format requires.
  *
  * File format, one file per chain (`<home>/state/<stem>.seen`): two fixed 512-byte slots, each a
  * checksummed JSON record with a sequence number, padded with spaces. A raise rewrites the slot
@@ -20,16 +24,8 @@
  * changes after creation, so fdatasync need not flush metadata.
  */
 import { createHash } from 'node:crypto';
-import {
-  closeSync,
-  fdatasyncSync,
-  fsyncSync,
-  openSync,
-  readFileSync,
-  renameSync,
-  rmSync,
-  writeSync,
-} from 'node:fs';
+import { closeSync, fsyncSync, openSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { compareHRS, type HRS } from '../cometbft/types.ts';
 import { type Clock, systemClock } from '../ports/clock.ts';
@@ -175,8 +171,12 @@ export function writeHighWaterFile(home: string, chainId: string, hrs: HRS): voi
 export interface MarkStorage {
   /** the durable mark of `chainId`; undefined: never written. Throws when it is unreadable. */
   read(chainId: string): HRS | undefined;
-  /** makes `hrs` the durable mark of `chainId` before returning; throws when the disk fails */
-  write(chainId: string, hrs: HRS): void;
+  /**
+   * makes `hrs` the durable mark of `chainId` before returning (or before its promise resolves);
+   * throws (rejects) when the disk fails. Never called again for a chain before the previous
+   * call for that chain returned (resolved).
+   */
+  write(chainId: string, hrs: HRS): void | Promise<void>;
 }
 
 /** The marks as files in `<home>/state/` (see the file comment for the format). */
@@ -193,21 +193,22 @@ export class FileMarkStorage implements MarkStorage {
     return copyHrs(found.newest);
   }
 
-  write(chainId: string, hrs: HRS): void {
+  async write(chainId: string, hrs: HRS): Promise<void> {
     const slot = this.#slots.get(chainId);
     if (slot === undefined) {
+      // once per chain and node: the file with both slots, atomically
       writeHighWaterFile(this.home, chainId, hrs);
       this.#slots.set(chainId, { seq: 1n, index: 0 });
       return;
     }
     const seq = slot.seq + 1n;
     const index = 1 - slot.index;
-    const fd = openSync(highWaterFile(this.home, chainId), 'r+');
+    const file = await open(highWaterFile(this.home, chainId), 'r+');
     try {
-      writeSync(fd, encodeSlot(chainId, { ...hrs, seq }), 0, SLOT_BYTES, index * SLOT_BYTES);
-      fdatasyncSync(fd);
+      await file.write(encodeSlot(chainId, { ...hrs, seq }), 0, SLOT_BYTES, index * SLOT_BYTES);
+      await file.datasync();
     } finally {
-      closeSync(fd);
+      await file.close();
     }
     this.#slots.set(chainId, { seq, index });
   }
@@ -225,6 +226,8 @@ export class HighWaterMarks {
   /** chains whose in-memory mark is ahead of the durable one, written by the next background flush */
   readonly #dirty = new Set<string>();
   #flushQueued = false;
+  /** per chain, the write in progress: the next write of that chain waits for it */
+  readonly #writing = new Map<string, Promise<void>>();
 
   /**
    * `home`: the node's home (files), or a {@link MarkStorage}. `onError`: told when a background
@@ -251,14 +254,15 @@ export class HighWaterMarks {
   }
 
   /**
-   * Raises the mark of `chainId` to `hrs` (a no-op when not above it) and returns once it is
-   * durable. Synchronous I/O on purpose, like the file store: one pwrite and one fdatasync.
-   * Throws when the disk fails: the caller must not sign then.
+   * Raises the mark of `chainId` to `hrs` (a no-op when not above it) and resolves once it is
+   * durable: one pwrite and one fdatasync, after the chain's write in progress, if any. Rejects
+   * when the disk fails: the caller must not sign then. (Asynchronous, hence the name: it was a
+   * synchronous `raise`, and a caller that does not await it has no durable mark.)
    */
-  raise(chainId: string, hrs: HRS): void {
+  async raiseDurably(chainId: string, hrs: HRS): Promise<void> {
     const seen = this.get(chainId);
     if (seen === undefined || compareHRS(hrs, seen) > 0) this.#seen.set(chainId, copyHrs(hrs));
-    this.#persist(chainId);
+    await this.#persist(chainId);
   }
 
   /** Raises the mark in memory now and durably soon (a follower watching the replicated state). */
@@ -271,18 +275,20 @@ export class HighWaterMarks {
     this.#flushQueued = true;
     this.#defer(() => {
       this.#flushQueued = false;
-      for (const id of [...this.#dirty]) {
-        try {
-          this.#persist(id);
-        } catch (err) {
-          this.onError(id, err);
-        }
-      }
+      for (const id of [...this.#dirty]) this.#persist(id).catch((err: unknown) => this.onError(id, err));
     });
   }
 
-  /** Writes the in-memory mark of `chainId` unless storage already holds it. */
-  #persist(chainId: string): void {
+  /**
+   * Writes the in-memory mark of `chainId` unless storage already holds it, once the chain's
+   * write in progress (if any) is over. The check for a write in progress and the start of this
+   * one are in one synchronous step, so two writes of a chain never overlap.
+   */
+  async #persist(chainId: string): Promise<void> {
+    for (let busy = this.#writing.get(chainId); busy !== undefined; busy = this.#writing.get(chainId)) {
+      // Its failure is its own caller's to report; this write starts afresh below.
+      await busy.catch(() => undefined);
+    }
     const want = this.#seen.get(chainId);
     if (want === undefined) return;
     const durable = this.#durable.get(chainId);
@@ -290,9 +296,17 @@ export class HighWaterMarks {
       this.#dirty.delete(chainId);
       return;
     }
-    this.#storage.write(chainId, want);
+    // A synchronous storage has written when write() returns; an asynchronous one when it resolves.
+    const writing = (async () => await this.#storage.write(chainId, want))();
+    this.#writing.set(chainId, writing);
+    try {
+      await writing;
+    } finally {
+      this.#writing.delete(chainId);
+    }
     this.#durable.set(chainId, want);
-    this.#dirty.delete(chainId);
+    const seen = this.#seen.get(chainId);
+    if (seen === undefined || compareHRS(want, seen) >= 0) this.#dirty.delete(chainId);
   }
 }
 

@@ -96,6 +96,15 @@ export interface SignStateStore {
     signature: Uint8Array,
     opts: { durable: boolean },
   ): Promise<void>;
+  /**
+   * Resolves once everything that must be durable before a signature over `reserved` (the
+   * chain's reservation the guard holds) may be returned is durable; throws when that cannot be
+   * made so, and the signature must then not be returned. The reservation itself is durable
+   * before `reserve` resolves (reserve before sign); this covers what a store writes beside it
+   * and may overlap with the signing: the file store's seal (store/file.ts). A store with nothing
+   * of the kind (etcd: the high-water mark is raised inside `reserve`) resolves at once.
+   */
+  readyToReturn(chainId: string, reserved: Reservation): Promise<void>;
   /** Releases locks, leases and handles. */
   close(): Promise<void>;
 }

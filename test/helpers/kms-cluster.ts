@@ -9,11 +9,13 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { NodeStatus } from '../../src/admin/types.ts';
+import { createEtcdClients } from '../../src/cluster/etcd-client.ts';
 import { freeLoopbackPort } from '../../src/cluster/etcd-launcher.ts';
 import { formatPrivValidatorKey } from '../../src/cometbft/privval-files.ts';
 import type { ProtocolVersion } from '../../src/cometbft/types.ts';
+import { CONFIG_DEFAULTS } from '../../src/config/load.ts';
 import { makeTestCerts, type TestCerts } from './certs.ts';
-import { type EtcdCluster, startEtcdCluster } from './etcd-cluster.ts';
+import { type EtcdCluster, initEtcdChainState, startEtcdCluster } from './etcd-cluster.ts';
 import { KmsHome, type KmsProcess, killAllKms, nodeStatus, runCli } from './kms-process.ts';
 import { createSoftHsmToken, type SoftHsmToken } from './softhsm.ts';
 
@@ -33,6 +35,12 @@ export interface KmsClusterOptions {
   leaseTtlS?: number;
   /** further chains after `chainId`, each signed with the same key under the same protocol */
   moreChains?: Array<{ id: string; validators: string[] }>;
+  /**
+   * how the chains' states are created: `cli` (default) runs `cometkms state init` per chain, as
+   * an operator would; `direct` does the same create-if-absent transaction from this process
+   * (hundreds of chains without hundreds of CLI processes)
+   */
+  stateInit?: 'cli' | 'direct';
 }
 
 /** One KMS node of the cluster; `proc` is replaced on every (re)start. */
@@ -154,7 +162,20 @@ export async function startKmsCluster(opts: KmsClusterOptions): Promise<KmsClust
       nodes.push({ id, home, token, forwardPort, proc: undefined, adminUrl: undefined, paused: false });
     }
     // What an operator does once for a new validator: `cometkms state init` for every chain.
-    for (const chainId of [opts.chainId, ...(opts.moreChains ?? []).map((c) => c.id)]) {
+    const chainIds = [opts.chainId, ...(opts.moreChains ?? []).map((c) => c.id)];
+    if (opts.stateInit === 'direct') {
+      const clients = createEtcdClients({ endpoints: etcd.endpoints, callTimeoutMs: 10_000 });
+      try {
+        for (const chainId of chainIds) {
+          if (!(await initEtcdChainState(clients.client, CONFIG_DEFAULTS.etcdPrefix, chainId))) {
+            throw new Error(`state init of ${chainId}: the state key already exists`);
+          }
+        }
+      } finally {
+        clients.close();
+      }
+    }
+    for (const chainId of opts.stateInit === 'direct' ? [] : chainIds) {
       const first = homes[0]!;
       const init = await runCli(
         ['state', 'init', '--config', first.configPath, '--chain', chainId],

@@ -37,11 +37,14 @@ export class InMemorySignStateStore implements SignStateStore {
   private readonly reserveFaults: ReserveFault[] = [];
   private recordFaults = 0;
   private loadFaults = 0;
+  private returnFaults = 0;
   private delays: MemoryStoreDelays = {};
   /** Number of `reserve` calls so far (including failed ones). */
   reserveCalls = 0;
   /** Number of `recordSignature` calls so far (including failed ones). */
   recordCalls = 0;
+  /** Number of `readyToReturn` calls so far (including failed ones). */
+  readyCalls = 0;
 
   /** Replaces the stored state of `chainId` (test setup: e.g. a reservation left by a crash). */
   setState(chainId: string, state: SignState): void {
@@ -68,6 +71,11 @@ export class InMemorySignStateStore implements SignStateStore {
   /** Makes the next `recordSignature` call throw without recording anything. */
   failNextRecord(): void {
     this.recordFaults++;
+  }
+
+  /** Makes the next `readyToReturn` call throw (what must be durable before a return is not). */
+  failNextReadyToReturn(): void {
+    this.returnFaults++;
   }
 
   /** Makes the next `load` call throw. */
@@ -119,6 +127,15 @@ export class InMemorySignStateStore implements SignStateStore {
       current.step === reserved.step &&
       bytesEqual(current.signBytes, reserved.signBytes);
     if (matches) this.setState(chainId, { ...current, signature });
+  }
+
+  /** Everything here is applied at once; only an injected fault makes it fail. */
+  async readyToReturn(): Promise<void> {
+    this.readyCalls++;
+    if (this.returnFaults > 0) {
+      this.returnFaults--;
+      throw new Error('injected fault: not durable');
+    }
   }
 
   async close(): Promise<void> {}

@@ -6,7 +6,6 @@
 import { constants } from 'node:os';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { checkDemoOptions, MAX_NODES } from '../demo/options.ts';
-import { DemoInterrupted, runDemo } from '../demo/run.ts';
 import { parseDuration } from '../duration.ts';
 
 interface DemoFlags {
@@ -34,6 +33,9 @@ function nodesArg(text: string): number {
 }
 
 async function demo(flags: DemoFlags): Promise<void> {
+  // Loaded only here: the demo pulls in etcd launching, simulators and more that no other
+  // command needs (a node in `start` carries none of it).
+  const { DemoInterrupted, runDemo } = await import('../demo/run.ts');
   const opts = checkDemoOptions({
     durationMs: flags.duration,
     nodes: flags.nodes,

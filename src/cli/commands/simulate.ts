@@ -8,10 +8,8 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import pino from 'pino';
 import { PROTOCOL_VERSIONS, type ProtocolVersion } from '../../cometbft/types.ts';
 import { formatPrivvalAddress, parsePrivvalAddress } from '../../privval/address.ts';
-import { SignRecord } from '../../simulator/sign-record.ts';
-import { type SimulationSummary, ValidatorSimulator } from '../../simulator/simulator.ts';
+import type { SimulationSummary, ValidatorSimulator } from '../../simulator/simulator.ts';
 import { parseDuration } from '../duration.ts';
-import { UsageError } from '../errors.ts';
 
 interface SimulateOptions {
   listen: string;
@@ -78,6 +76,9 @@ export function registerSimulate(program: Command): void {
 }
 
 async function simulate(o: SimulateOptions): Promise<void> {
+  // Loaded only here, so that other commands (a node in `start`) do not carry the simulator.
+  const { SignRecord } = await import('../../simulator/sign-record.ts');
+  const { ValidatorSimulator } = await import('../../simulator/simulator.ts');
   const logger = pino({ level: o.logLevel }, pino.destination(2));
   const record = new SignRecord();
   const seed = o.seed ?? Math.floor(Math.random() * 2 ** 31);
@@ -146,7 +147,7 @@ export function sentryAddresses(listen: string, k: number): string[] {
     if (base.proto === 'unix')
       return formatPrivvalAddress({ proto: 'unix', path: i === 0 ? base.path : `${base.path}.${i}` });
     const port = base.port === 0 ? 0 : base.port + i;
-    if (port > 65535) throw new UsageError(`--sentries ${k} from port ${base.port} goes beyond port 65535`);
+    if (port > 65535) throw new Error(`--sentries ${k} from port ${base.port} goes beyond port 65535`);
     return formatPrivvalAddress({ ...base, port });
   });
 }

@@ -460,7 +460,7 @@ async function resetHighWater(o: Common & { yes?: boolean }): Promise<void> {
   const cluster = config.cluster;
   if (cluster === undefined) {
     throw new Error(
-      'state reset-high-water is for cluster nodes; a single node keeps its state and high-water record ' +
+      'state reset-high-water is for cluster nodes; a single node keeps its state log and its seal ' +
         'together (use state import --force)',
     );
   }

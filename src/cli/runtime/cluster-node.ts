@@ -316,6 +316,7 @@ export class ClusterNode implements AdminRuntime {
         onDecision: this.decisions.record,
         onRecordFailure: this.decisions.recordFailure(chain.id),
         onAlarm: this.decisions.stateAlarm(chain.id),
+        stages: this.metrics.stages,
       });
       this.chains.push({ config: chain, guard, address: keyAddress(signers[i]!.pubKey), validators: [] });
     }
@@ -425,6 +426,7 @@ export class ClusterNode implements AdminRuntime {
         leadership: this,
         forwarder,
         onForward: (result) => this.metrics.forwarded(result),
+        stages: this.metrics.stages,
         onRefusalRelayed: (request, reason, ctx) =>
           this.log.warn(
             {

@@ -82,7 +82,7 @@ export class DecisionSink {
     this.audit?.record(d);
     if (d.outcome === 'refused' || d.outcome === 'retry') {
       this.log.warn(decisionLogFields(d), `${d.kind} ${d.outcome}`);
-    } else {
+    } else if (this.log.isLevelEnabled('debug')) {
       this.log.debug(decisionLogFields(d), `${d.kind} ${d.outcome}`);
     }
   };
@@ -238,6 +238,7 @@ export function createDialers(
       identity,
       handler,
       logger: log.child({ chainId: chain.id }),
+      stages: metrics.stages,
     });
     dialer.on('connect', () => {
       metrics.validatorConnected(chain.id, v.addr, true);

@@ -68,6 +68,10 @@ export class CrashAfterReserveStore implements SignStateStore {
     return this.inner.recordSignature(chainId, reserved, signature, opts);
   }
 
+  readyToReturn(chainId: string, reserved: Reservation): Promise<void> {
+    return this.inner.readyToReturn(chainId, reserved);
+  }
+
   close(): Promise<void> {
     return this.inner.close();
   }

@@ -36,11 +36,15 @@ export async function openNodeHsm(config: Config): Promise<NodeHsm> {
   }
 }
 
-/** The signer of every chain, in config order; throws on the first chain whose key is unusable. */
+/**
+ * The signer of every chain, in config order; throws on the first chain whose key is unusable.
+ * They are the guards' signers, and a guard verifies every signature before it returns it
+ * (SECURITY.md protection 6), so the PKCS#11 layer does not verify it a second time.
+ */
 export function findChainSigners(hsm: Hsm, chains: ChainSection[]): HsmSigner[] {
   return chains.map((chain) => {
     try {
-      return hsm.signer(chain.key_label, chain.key_type);
+      return hsm.signer(chain.key_label, chain.key_type, { verifiedByCaller: true });
     } catch (err) {
       throw new HsmError(
         `chain ${JSON.stringify(chain.id)}: key_label ${JSON.stringify(chain.key_label)} ` +

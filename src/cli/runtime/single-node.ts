@@ -189,6 +189,7 @@ export class SingleNode implements AdminRuntime {
         onDecision: this.decisions.record,
         onRecordFailure: this.decisions.recordFailure(chain.id),
         onAlarm: this.decisions.stateAlarm(chain.id),
+        stages: this.metrics.stages,
       });
       await guard.init();
       this.chains.push({ config: chain, guard, address: keyAddress(signers[i]!.pubKey), validators: [] });

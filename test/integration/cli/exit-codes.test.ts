@@ -216,7 +216,7 @@ describe('config check', () => {
 
   test('exit 1: a sign state that cannot be read', async () => {
     const h = await home();
-    await writeFile(chainFiles(h.home, CHAIN).state, '{"not": "a state file"', { mode: 0o600 });
+    await writeFile(chainFiles(h.home, CHAIN).log, '{"not": "a state log"', { mode: 0o600 });
     assert.match(
       (await exits(1, ['config', 'check', '--config', h.configPath], h)).stderr,
       /sign state .* \(chain "exit-chain"\): unreadable/,

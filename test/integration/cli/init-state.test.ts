@@ -225,14 +225,14 @@ describe('cometkms init / state', { concurrency: false }, () => {
 
   test('import --force also replaces a damaged state that show refuses', async () => {
     const stateDir = join(home, 'state');
-    const file = (await readdir(stateDir)).find((f) => f.endsWith('.json'))!;
-    await writeFile(join(stateDir, file), '{"torn');
+    const file = (await readdir(stateDir)).find((f) => f.endsWith('.log'))!;
+    await writeFile(join(stateDir, file), 'torn');
     const show = await cometkms('state', 'show', '--config', config, '--chain-id', CHAIN);
     assert.equal(show.code, 1);
-    assert.match(show.stderr, /not valid JSON.*cometkms state import/);
+    assert.match(show.stderr, /unreadable: shorter than its header.*cometkms state import/);
     const plain = await importFile('s20.json', pvState(20, 0, 3, 'AA'));
     assert.equal(plain.code, 1);
-    assert.match(plain.stderr, /not valid JSON/);
+    assert.match(plain.stderr, /unreadable: shorter than its header/);
     const r = ok(await importFile('s20.json', pvState(20, 0, 3, 'AA'), '--force'));
     assert.match(r.stdout, /was unusable/);
     assert.equal((await showJson()).height, '20');

@@ -188,7 +188,7 @@ describe('cometkms state with [cluster]: the sign state in etcd', () => {
     assert.deepEqual(await inEtcd(FRESH_PREFIX), [3n, 0, 1]);
 
     // Nothing of this went to the home's file store.
-    await assert.rejects(access(chainFiles(home.home, CHAIN).state), { code: 'ENOENT' });
+    await assert.rejects(access(chainFiles(home.home, CHAIN).log), { code: 'ENOENT' });
   });
 
   it('a running cluster refuses heights below an imported state and signs above it', async () => {

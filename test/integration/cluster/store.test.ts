@@ -297,3 +297,47 @@ test('operator swap (state import): one compare-and-swap; the leader continues f
     ['reserve', true],
   ]);
 });
+
+test('group commit on real etcd: chains reserved in one transaction; a moved chain is answered alone, the others commit', async () => {
+  const {
+    prefix,
+    nodes: [n],
+  } = await nodes(['kms-1']);
+  const leader = n!;
+  await waitUntil('leadership', 5_000, () => leader.leadership.role === 'leader');
+  const chains = ['g-a', 'g-b', 'g-c'];
+  for (const c of chains) assert.equal(await initEtcdChainState(leader.clients.client, prefix, c), true);
+  for (const c of chains) assert.deepEqual(await leader.store.load(c), freshSignState());
+  // Another writer (an operator's import) moves g-b on behind the store's back.
+  const record = await readEtcdStateRecord(leader.clients.client, prefix, 'g-b');
+  assert.ok(record);
+  assert.equal(
+    await swapEtcdSignState(leader.clients.client, prefix, 'g-b', record, state(9n, 0, Step.Prevote, 'b9')),
+    true,
+  );
+  // Submitted in one turn: one transaction carries all three; g-b's compare fails in it.
+  const results = await Promise.all(
+    chains.map((c) => leader.store.reserve(c, freshSignState(), state(1n, 0, Step.Prevote, `${c}-1`))),
+  );
+  assert.deepEqual(results[0], { ok: true });
+  assert.deepEqual(results[2], { ok: true });
+  const b = results[1];
+  assert.equal(b?.ok, false);
+  assert.equal(b?.ok === false ? Buffer.from(b.current.signBytes).toString() : '', 'b9');
+  const a = await readEtcdStateRecord(leader.clients.client, prefix, 'g-a');
+  const c = await readEtcdStateRecord(leader.clients.client, prefix, 'g-c');
+  // retried together, without g-b: one revision for both writes
+  assert.equal(a?.modRevision, c?.modRevision);
+  // the next reservations compare the revisions the batch committed at
+  const next = await Promise.all(
+    ['g-a', 'g-c'].map((id) =>
+      leader.store.reserve(
+        id,
+        state(1n, 0, Step.Prevote, `${id}-1`),
+        state(1n, 0, Step.Precommit, `${id}-2`),
+      ),
+    ),
+  );
+  assert.deepEqual(next, [{ ok: true }, { ok: true }]);
+  assert.equal(readHighWater(leader.home, 'g-a')?.step, Step.Precommit);
+});

@@ -226,11 +226,16 @@ describe('Dockerfile: a production image and a dev/test image', () => {
   test('compose builds the dev image (its nodes use SoftHSM); runtime dependencies hold no dev tooling', async () => {
     const compose = await readFile(join(REPO, 'deploy/container/compose.yaml'), 'utf8');
     assert.match(compose, /^ {4}target: dev$/m);
-    assert.match(compose, /^ {2}image: cometkms:0\.1\.0-dev$/m);
     const pkg = JSON.parse(await readFile(join(REPO, 'package.json'), 'utf8')) as {
+      version: string;
       dependencies: Record<string, string>;
       devDependencies: Record<string, string>;
     };
+    // The image is tagged with the package's version, so a release cannot ship a stale tag.
+    assert.ok(
+      compose.split('\n').includes(`  image: cometkms:${pkg.version}-dev`),
+      'compose image tag is the package version',
+    );
     for (const dev of ['tsx', 'pino-pretty', 'typescript', '@types/node']) {
       assert.equal(pkg.dependencies[dev], undefined, `${dev} is not a runtime dependency`);
       assert.ok(pkg.devDependencies[dev], `${dev} is a dev dependency`);

@@ -94,8 +94,8 @@ describe('single node: a lost state is not an empty one, one process per home, h
     await first.waitExit(10_000);
 
     const files = chainFiles(h.home, ED);
-    await rm(files.state);
-    await rm(files.hwm);
+    await rm(files.log);
+    await rm(files.seal);
     const second = h.start();
     const exit = await second.waitExit(30_000);
     assert.notEqual(exit.code, 0, 'start must refuse a chain whose state is gone');

@@ -169,13 +169,13 @@ describe('cometkms start: refusals', () => {
 
   it('a corrupt state file: stops with the store message', async () => {
     const h = await home();
-    await writeFile(chainFiles(h.home, CHAIN).state, '{"not": "a state file"', { mode: 0o600 });
+    await writeFile(chainFiles(h.home, CHAIN).log, '{"not": "a state log"', { mode: 0o600 });
     const message = await refused(h, 1);
     assert.match(message, /sign state .* \(chain "err-chain-1"\): unreadable/);
     assert.match(message, /cometkms state import/);
   });
 
-  it('a state file older than its high-water record (restored backup): stops', async () => {
+  it('a state log older than its seal (restored backup): stops', async () => {
     const h = await home();
     const files = chainFiles(h.home, CHAIN);
     const store = await FileSignStateStore.open(h.home, { chainIds: [CHAIN] });
@@ -189,12 +189,12 @@ describe('cometkms start: refusals', () => {
     });
     const s1 = state(1n);
     assert.deepEqual(await store.reserve(CHAIN, (await store.load(CHAIN))!, s1), { ok: true });
-    await copyFile(files.state, join(dir, 'backup.json'));
+    await copyFile(files.log, join(dir, 'backup.log'));
     assert.deepEqual(await store.reserve(CHAIN, s1, state(2n)), { ok: true });
     await store.close();
-    await copyFile(join(dir, 'backup.json'), files.state);
+    await copyFile(join(dir, 'backup.log'), files.log);
     const message = await refused(h, 1);
-    assert.match(message, /is older than expected/);
+    assert.match(message, /is older than its seal/);
   });
 
   it('a second process on the same home: refused while the first keeps running', async () => {

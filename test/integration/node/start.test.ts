@@ -4,7 +4,7 @@
  * what the simulators and the state files say; graceful and forced shutdown.
  */
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -12,7 +12,14 @@ import { after, before, describe, it } from 'node:test';
 import { toHex } from '../../../src/cometbft/keys.ts';
 import { PROTOCOL_VERSIONS, type PubKey } from '../../../src/cometbft/types.ts';
 import { ValidatorSimulator } from '../../../src/simulator/simulator.ts';
-import { readChainState } from '../../../src/store/file.ts';
+import { readChainState, STATE_DIR } from '../../../src/store/file.ts';
+import { legacyChainFiles } from '../../../src/store/legacy-files.ts';
+import {
+  encodeHwmFile,
+  encodeStateFile,
+  type StoredState,
+  stateChecksum,
+} from '../../../src/store/state-codec.ts';
 import {
   adminGet,
   generateKeys,
@@ -20,6 +27,7 @@ import {
   KmsHome,
   killAllKms,
   nodeStatus,
+  runCli,
 } from '../../helpers/kms-process.ts';
 import { createSoftHsmToken, type SoftHsmToken } from '../../helpers/softhsm.ts';
 
@@ -192,6 +200,85 @@ describe('cometkms start (single node)', () => {
     );
     again.kill('SIGINT');
     assert.deepEqual(await again.waitExit(15_000), { code: 0, signal: null });
+  });
+
+  it('a home of the 0.1 layout: state show reads it, start moves it into a log and signs on from it', async () => {
+    const spec = chainSpecs.find((c) => c.protocol === 'v0.38' && c.transport === 'unix')!;
+    const sock = join(sockDir, 'upgrade.sock');
+    const sim = new ValidatorSimulator({
+      listen: `unix://${sock}`,
+      chainId: spec.id,
+      protocol: spec.protocol,
+      blockTimeMs: 0,
+      heights: 3,
+      startHeight: 21n,
+      proposerEvery: 1,
+      nilVoteRate: 0,
+      roundChangeRate: 0,
+      retryRate: 0,
+      seed: 5,
+      connectTimeoutMs: 30_000,
+    });
+    sims.push(sim);
+    await sim.listen();
+    const home = await KmsHome.create({
+      token,
+      chains: [{ ...spec, validators: [`unix://${sock}`] }],
+      stateHeight: null,
+    });
+    homes.push(home);
+    // What 0.1 left: height 20 precommitted, at generation 7, with its high-water record.
+    const old: StoredState = {
+      chainId: spec.id,
+      generation: 7n,
+      state: {
+        height: 20n,
+        round: 0,
+        step: 3,
+        signBytes: new Uint8Array(),
+        extensionSignBytes: new Uint8Array(),
+        signature: new Uint8Array(),
+      },
+    };
+    const legacy = legacyChainFiles(home.home, spec.id);
+    await writeFile(legacy.state, encodeStateFile(old), { mode: 0o600 });
+    const { chainId, generation } = old;
+    const { height, round, step } = old.state;
+    const hwm = { chainId, generation, height, round, step, stateChecksum: stateChecksum(old) };
+    await writeFile(legacy.hwm, encodeHwmFile(hwm), { mode: 0o600 });
+
+    const show = await runCli(
+      ['state', 'show', '--config', home.configPath, '--chain', spec.id, '--json'],
+      home.env(),
+    );
+    assert.equal(show.code, 0, show.stderr);
+    assert.deepEqual(
+      ((r) => [r.height, r.round, r.step])(JSON.parse(show.stdout)),
+      ['20', 0, 3],
+      'state show reads a 0.1 home without migrating it',
+    );
+    const stateDir = join(home.home, STATE_DIR);
+    const names = async (): Promise<string[]> =>
+      (await readdir(stateDir)).filter((n) => !n.startsWith('.') && n !== 'cometkms.lock').sort();
+    assert.deepEqual(
+      (await names()).map((n) => n.split('.').at(-1)),
+      ['hwm', 'json'],
+    );
+
+    const kms = home.start();
+    await kms.waitReady();
+    const summary = await sim.run();
+    assert.equal(summary.signed, 9, 'heights 21-23 signed from the migrated state');
+    assert.equal(summary.refused + summary.emptyReplies + summary.invalidSignatures, 0);
+    kms.kill('SIGTERM');
+    assert.deepEqual(await kms.waitExit(15_000), { code: 0, signal: null });
+    assert.deepEqual(
+      (await names()).map((n) => n.split('.').at(-1)),
+      ['log', 'seal'],
+      'the 0.1 files are gone, the log and its seal hold the state',
+    );
+    const now = await readChainState(home.home, spec.id);
+    assert.deepEqual([now?.height, now?.round, now?.step], [23n, 0, 3]);
   });
 
   it('a second signal during shutdown forces exit code 1', async () => {

@@ -14,8 +14,10 @@ import {
   type NodeMetricsView,
   signedAtSeconds,
 } from '../../../src/admin/metrics.ts';
+import { STAGE_METRIC } from '../../../src/admin/stage-histogram.ts';
 import { proposalSignBytes, voteSignBytes } from '../../../src/cometbft/signbytes.ts';
 import type { GuardDecision } from '../../../src/guard/decision.ts';
+import { SIGN_STAGES } from '../../../src/stages.ts';
 import { freshSignState, type SignState } from '../../../src/store/types.ts';
 import { VERSION } from '../../../src/version.ts';
 import { proposal, ts, vote } from '../../helpers/guard-fixtures.ts';
@@ -286,6 +288,25 @@ describe('Metrics', () => {
     assert.equal(await value(b, 'cometkms_leader'), 0);
     assert.match(await a.registry.metrics(), /^process_resident_memory_bytes /m);
     assert.doesNotMatch(await new Metrics({ processMetrics: false }).registry.metrics(), /^process_/m);
+  });
+
+  test('every signing stage has its histogram series from the start; observations land in their bucket', async () => {
+    const m = new Metrics({ processMetrics: false });
+    for (const stage of SIGN_STAGES) {
+      assert.equal(await value(m, `${STAGE_METRIC}_count{stage="${stage}"}`), 0);
+      assert.equal(await value(m, `${STAGE_METRIC}_bucket{le="+Inf",stage="${stage}"}`), 0);
+    }
+    m.stages.observe('hsm', 0.18);
+    m.stages.observe('hsm', 0.6);
+    m.stages.observe('reserve', 5000);
+    assert.equal(await value(m, `${STAGE_METRIC}_bucket{le="0.00015",stage="hsm"}`), 0);
+    assert.equal(await value(m, `${STAGE_METRIC}_bucket{le="0.0002",stage="hsm"}`), 1);
+    assert.equal(await value(m, `${STAGE_METRIC}_bucket{le="0.00075",stage="hsm"}`), 2);
+    assert.equal(await value(m, `${STAGE_METRIC}_count{stage="hsm"}`), 2);
+    assert.ok(Math.abs((await value(m, `${STAGE_METRIC}_sum{stage="hsm"}`))! - 0.00078) < 1e-12);
+    assert.equal(await value(m, `${STAGE_METRIC}_bucket{le="1",stage="reserve"}`), 0);
+    assert.equal(await value(m, `${STAGE_METRIC}_bucket{le="+Inf",stage="reserve"}`), 1);
+    assert.match(await m.registry.metrics(), new RegExp(`^# TYPE ${STAGE_METRIC} histogram$`, 'm'));
   });
 
   test('label helpers and the time of a stored state', () => {

@@ -149,6 +149,34 @@ describe('store faults', () => {
     assert.deepEqual(fx.store.peek(CHAIN_ID)?.signature, first.vote.signature);
   });
 
+  it('what must be durable before a return is not: no signature goes out, the retry signs the reservation', async () => {
+    const fx = await makeGuard();
+    fx.store.failNextReadyToReturn();
+    const bytes = voteSignBytes(CHAIN_ID, vote());
+    assert.deepEqual(await fx.guard.handle(voteRequest(vote())), { kind: 'empty' });
+    assert.equal(fx.decisions.at(-1)?.outcome, 'retry');
+    assert.match(fx.decisions.at(-1)?.reason ?? '', /durable before returning its signature.*not durable/);
+    // Signed but never returned, and not recorded: the reservation alone binds the HRS.
+    assert.deepEqual(fx.signer.signed, [bytes]);
+    assert.equal(fx.store.peek(CHAIN_ID)?.signature.length, 0);
+    const other = replyVote(await fx.guard.handle(voteRequest(vote({ blockId: blockId(8) }))));
+    assert.equal(other.error, 'error signing vote: conflicting data');
+    const again = replyVote(await fx.guard.handle(voteRequest(vote())));
+    assert.ok(verifySignature(fx.signer.pubKey, bytes, again.vote.signature));
+    assert.deepEqual(fx.store.peek(CHAIN_ID)?.signature, again.vote.signature);
+  });
+
+  it('a recorded signature is returned again only once the store says it may be', async () => {
+    const fx = await makeGuard();
+    const first = replyVote(await fx.guard.handle(voteRequest(vote())));
+    const calls = fx.store.readyCalls;
+    fx.store.failNextReadyToReturn();
+    assert.deepEqual(await fx.guard.handle(voteRequest(vote())), { kind: 'empty' });
+    assert.equal(fx.store.readyCalls, calls + 1);
+    const again = replyVote(await fx.guard.handle(voteRequest(vote())));
+    assert.deepEqual(again.vote.signature, first.vote.signature);
+  });
+
   it('a second writer moved the state: decides again against it', async () => {
     const store = freshStore();
     const a = await makeGuard({ store });

@@ -93,6 +93,26 @@ describe('ChainGuard requests other than signing', () => {
     assert.ok((d.hsmMs ?? 0) > 0);
   });
 
+  it('reports each stage of a signing request once, in path order, timed by its clock', async () => {
+    let clock = 0;
+    const seen: Array<[string, number]> = [];
+    const fx = await makeGuard({
+      now: () => (clock += 1),
+      stages: { observe: (stage, ms) => seen.push([stage, ms]) },
+    });
+    // a v0.38 non-nil precommit: the vote and its extension are both signed and verified (the
+    // first verification overlaps the second signature, so those four may come in either order)
+    await fx.guard.handle(voteRequest(vote({ type: 2, height: 12n })));
+    const order = seen.map(([stage]) => stage);
+    assert.deepEqual(order.slice(0, 3), ['queue', 'decide', 'reserve']);
+    assert.deepEqual(order.slice(3, 7).sort(), ['hsm', 'hsm', 'verify', 'verify']);
+    assert.deepEqual(order.slice(7), ['seal', 'record', 'report']);
+    for (const [stage, ms] of seen) assert.ok(ms > 0, `${stage} took clock time`);
+    seen.length = 0;
+    await fx.guard.handle({ kind: 'pubKeyRequest', chainId: CHAIN_ID });
+    assert.deepEqual(seen, [], 'only signing requests are staged');
+  });
+
   it('a refusal names its HRS (and its code) in the decision too', async () => {
     const fx = await makeGuard();
     await fx.guard.handle(voteRequest(vote({ type: 2, height: 7n, round: 1 })));

@@ -6,7 +6,8 @@ import { after, before, describe, test } from 'node:test';
 import { StateMissingError, StateStoreError } from '../../../src/store/errors.ts';
 import { chainFiles, FileSignStateStore, readChainState } from '../../../src/store/file.ts';
 import { chainFileStem } from '../../../src/store/paths.ts';
-import { decodeHwmFile, decodeStateFile } from '../../../src/store/state-codec.ts';
+import { chainTag, readSeal } from '../../../src/store/seal.ts';
+import { RecordKind, scanSegment } from '../../../src/store/state-log.ts';
 import { freshSignState, type SignState } from '../../../src/store/types.ts';
 
 const CHAIN = 'test-chain-1';
@@ -84,7 +85,8 @@ describe('FileSignStateStore basics', () => {
       assert.deepEqual(await s.load(CHAIN), freshSignState(7n));
       await assert.rejects(s.initialize(CHAIN, freshSignState()), /already has sign state/);
     });
-    await rm(chainFiles(home, CHAIN).state);
+    // the seal alone is enough to refuse: a lost log is not a chain without state
+    await rm(chainFiles(home, CHAIN).log);
     await withStore(home, (s) =>
       assert.rejects(s.initialize(CHAIN, freshSignState()), /already has sign state/),
     );
@@ -105,8 +107,8 @@ describe('FileSignStateStore basics', () => {
     await withStore(home, async (s) => {
       await s.initialize(CHAIN, S1);
       await s.initialize('other', S1);
-      await rm(files.state);
-      await rm(files.hwm);
+      await rm(files.log);
+      await rm(files.seal);
       await assert.rejects(s.reserve(CHAIN, S1, S2), /changed behind this process/);
       // never written back, and the chain stays stopped (no re-read of whatever appears there)
       assert.equal(await readChainState(home, CHAIN), undefined);
@@ -114,12 +116,14 @@ describe('FileSignStateStore basics', () => {
       // other chains go on
       assert.deepEqual(await s.reserve('other', S1, S2), { ok: true });
     });
-    // a state written by someone else at the same path is noticed too (inode, size, mtime)
+    // a log written by someone else at the same path is noticed too (inode, size, mtime, and
+    // its salt: a same-size copy within one timestamp tick)
     const other = await newHome();
     await withStore(other, (s) => s.initialize(CHAIN, S3));
     await withStore(home, async (s) => {
       await s.initialize(CHAIN, S1);
-      await copyFile(chainFiles(other, CHAIN).state, files.state);
+      assert.deepEqual(await s.load(CHAIN), S1);
+      await copyFile(chainFiles(other, CHAIN).log, files.log);
       await assert.rejects(s.reserve(CHAIN, S1, S2), /changed behind this process/);
     });
   });
@@ -187,20 +191,28 @@ describe('FileSignStateStore basics', () => {
     );
   });
 
-  test('state files are 0600, carry version, chain id, generation and checksum', async () => {
+  test('the log and its seal are 0600 and carry chain id, generations and checksums', async () => {
     const home = await newHome();
-    await withStore(home, (s) => s.initialize(CHAIN, S1));
+    await withStore(home, async (s) => {
+      await s.initialize(CHAIN, S1);
+      await s.reserve(CHAIN, S1, S2);
+    });
     const files = chainFiles(home, CHAIN);
-    for (const f of [files.state, files.hwm]) assert.equal((await stat(f)).mode & 0o777, 0o600);
-    const stored = decodeStateFile(await readFile(files.state, 'utf8'));
-    assert.equal(stored.chainId, CHAIN);
-    assert.equal(stored.generation, 1n);
-    assert.deepEqual(stored.state, S1);
-    const doc = JSON.parse(await readFile(files.state, 'utf8'));
-    assert.equal(doc.format, 1);
-    assert.equal(doc.height, '10');
-    assert.match(doc.checksum, /^[0-9a-f]{64}$/);
-    assert.equal(decodeHwmFile(await readFile(files.hwm, 'utf8')).generation, 1n);
+    for (const f of [files.log, files.seal]) assert.equal((await stat(f)).mode & 0o777, 0o600);
+    const log = scanSegment(await readFile(files.log));
+    assert.equal(log.header.chainId, CHAIN);
+    assert.deepEqual(
+      log.records.map((r) => [r.kind, r.generation, r.state]),
+      [
+        [RecordKind.Created, 1n, S1],
+        [RecordKind.Reservation, 2n, S2],
+      ],
+    );
+    assert.ok(log.cleanTail);
+    const { seal } = readSeal(await readFile(files.seal), chainTag(CHAIN));
+    assert.equal(seal.generation, 2n);
+    assert.equal(seal.crc, log.records[1]!.crc);
+    assert.deepEqual([seal.height, seal.round, seal.step], [10n, 0, 2]);
   });
 
   test('chain ids that are unsafe file names map to distinct files inside state/', async () => {
@@ -264,24 +276,35 @@ describe('FileSignStateStore home lock', () => {
 });
 
 describe('FileSignStateStore detects unusable state', () => {
-  test('a torn (truncated) state file is an error naming the file and the remedy', async () => {
+  test('a log cut inside its header, or holding no complete record, is an error naming the file and the remedy', async () => {
     const home = await newHome();
     await withStore(home, (s) => s.initialize(CHAIN, S1));
-    const { state: file } = chainFiles(home, CHAIN);
-    const text = await readFile(file, 'utf8');
-    await writeFile(file, text.slice(0, text.length / 2));
-    const err = await openError(home);
+    const { log: file } = chainFiles(home, CHAIN);
+    const bytes = await readFile(file);
+    await writeFile(file, bytes.subarray(0, 2000));
+    let err = await openError(home);
     assert.ok(err.message.includes(file));
-    assert.match(err.message, /not valid JSON/);
+    assert.match(err.message, /shorter than its header/);
     assert.match(err.message, /cometkms state import .* --force/);
+    const cut = Buffer.from(bytes);
+    cut.fill(0, 4096 + 20);
+    await writeFile(file, cut);
+    err = await openError(home);
+    assert.match(err.message, /holds no complete record/);
   });
 
-  test('an edited state file (bad checksum) is an error', async () => {
+  test('an edited record fails its checksum: the log reads as older than its seal', async () => {
     const home = await newHome();
-    await withStore(home, (s) => s.initialize(CHAIN, S1));
-    const { state: file } = chainFiles(home, CHAIN);
-    await writeFile(file, (await readFile(file, 'utf8')).replace('"height": "10"', '"height": "9"'));
-    assert.match((await openError(home)).message, /checksum mismatch/);
+    await withStore(home, async (s) => {
+      await s.initialize(CHAIN, S1);
+      await s.reserve(CHAIN, S1, S2);
+    });
+    const { log: file } = chainFiles(home, CHAIN);
+    const bytes = await readFile(file);
+    const second = scanSegment(bytes).records[1]!;
+    bytes[second.offset + second.length - 1]! ^= 0x01;
+    await writeFile(file, bytes);
+    assert.match((await openError(home)).message, /older than its seal/);
   });
 
   test("another chain's files are refused", async () => {
@@ -289,131 +312,150 @@ describe('FileSignStateStore detects unusable state', () => {
     await withStore(home, (s) => s.initialize(CHAIN, S1));
     const a = chainFiles(home, CHAIN);
     const b = chainFiles(home, 'other-chain');
-    await copyFile(a.state, b.state);
-    await copyFile(a.hwm, b.hwm);
+    await copyFile(a.log, b.log);
+    await copyFile(a.seal, b.seal);
     assert.match((await openError(home, 'other-chain')).message, /belongs to chain "test-chain-1"/);
+    await rm(b.log);
+    await rm(b.seal);
+    await withStore(home, (s) => s.initialize('other-chain', S1));
+    await copyFile(a.seal, b.seal);
+    assert.match((await openError(home, 'other-chain')).message, /belongs to another chain/);
   });
 
-  test('a restored backup of the state file (older than its high-water record) is an error', async () => {
+  test('a restored backup of the log (older than its seal) is an error', async () => {
     const home = await newHome();
     const files = chainFiles(home, CHAIN);
     await withStore(home, (s) => s.initialize(CHAIN, S1));
-    await copyFile(files.state, join(root, 'backup.json'));
+    await copyFile(files.log, join(root, 'backup.log'));
     await withStore(home, async (s) => {
       await s.reserve(CHAIN, S1, S2);
       await s.reserve(CHAIN, S2, S3);
     });
-    await copyFile(join(root, 'backup.json'), files.state);
+    await copyFile(join(root, 'backup.log'), files.log);
     const err = await openError(home);
-    assert.match(err.message, /older than expected/);
+    assert.match(err.message, /older than its seal/);
     assert.match(err.message, /generation 1, height\/round\/step 10\/0\/1/);
     assert.match(err.message, /generation 3, height\/round\/step 11\/0\/1/);
     // and load() without the chain in chainIds fails the same way: never a silent reset
     const s = await FileSignStateStore.open(home);
     try {
-      await assert.rejects(s.load(CHAIN), /older than expected/);
-      await assert.rejects(s.reserve(CHAIN, S3, { ...S3, step: 2 }), /older than expected/);
+      await assert.rejects(s.load(CHAIN), /older than its seal/);
+      await assert.rejects(s.reserve(CHAIN, S3, { ...S3, step: 2 }), /older than its seal/);
     } finally {
       await s.close();
     }
+    // a lock-free reader refuses it too
+    await assert.rejects(readChainState(home, CHAIN), /older than its seal/);
   });
 
-  test('a state file replaced at the same generation is an error', async () => {
+  test('a log replaced by another history at the same generation is an error', async () => {
     const a = await newHome();
     const b = await newHome();
     await withStore(a, (s) => s.initialize(CHAIN, S1));
     await withStore(b, (s) => s.initialize(CHAIN, S3));
-    await copyFile(chainFiles(b, CHAIN).state, chainFiles(a, CHAIN).state);
-    assert.match((await openError(a)).message, /does not match its high-water record/);
+    await copyFile(chainFiles(b, CHAIN).log, chainFiles(a, CHAIN).log);
+    assert.match((await openError(a)).message, /does not hold the record its seal .* names/);
   });
 
-  test('a deleted state file with a high-water record left is an error, not the initial state', async () => {
+  test('a deleted log with its seal left is an error, not a chain without state', async () => {
     const home = await newHome();
     await withStore(home, (s) => s.initialize(CHAIN, S1));
-    await rm(chainFiles(home, CHAIN).state);
-    assert.match((await openError(home)).message, /missing, but its high-water record/);
+    await rm(chainFiles(home, CHAIN).log);
+    const err = await openError(home);
+    assert.ok(!(err instanceof StateMissingError));
+    assert.match(
+      err.message,
+      /missing, but its seal .* says generation 1, height\/round\/step 10\/0\/1 was written/,
+    );
   });
 
-  test('a missing high-water record beyond the first write is an error', async () => {
+  test('a missing seal beyond the first record is an error', async () => {
     const home = await newHome();
     await withStore(home, async (s) => {
       await s.initialize(CHAIN, S1);
       await s.reserve(CHAIN, S1, S2);
     });
-    await rm(chainFiles(home, CHAIN).hwm);
-    assert.match((await openError(home)).message, /\.hwm .*missing/);
+    await rm(chainFiles(home, CHAIN).seal);
+    assert.match((await openError(home)).message, /\.seal .*missing, but the log is at generation 2/);
   });
 
-  test('a high-water record more than one write behind is an error', async () => {
+  test('a seal more than one reservation behind its log is an error', async () => {
     const home = await newHome();
     const files = chainFiles(home, CHAIN);
     await withStore(home, (s) => s.initialize(CHAIN, S1));
-    await copyFile(files.hwm, join(root, 'hwm-backup'));
+    await copyFile(files.seal, join(root, 'seal-backup'));
     await withStore(home, async (s) => {
       await s.reserve(CHAIN, S1, S2);
       await s.reserve(CHAIN, S2, S3);
     });
-    await copyFile(join(root, 'hwm-backup'), files.hwm);
-    assert.match((await openError(home)).message, /is behind its state file/);
+    await copyFile(join(root, 'seal-backup'), files.seal);
+    assert.match((await openError(home)).message, /behind its log by 2 reservations/);
   });
 });
 
 describe('FileSignStateStore crash consistency', () => {
-  // A write is: state file (generation g+1), then high-water record (g+1). A crash between them
-  // is simulated by putting back the record as it was before the write.
+  // A reservation is: log record (generation g+1, fdatasync), then the seal (g+1). A crash between
+  // them is simulated by putting back the seal as it was before the reservation.
 
-  test('crash after the state file, before the record: the newer state is kept and the record repaired', async () => {
+  test('crash after the log record, before the seal: the newer state is kept and the seal repaired', async () => {
     const home = await newHome();
     const files = chainFiles(home, CHAIN);
     await withStore(home, (s) => s.initialize(CHAIN, S1));
-    const oldHwm = await readFile(files.hwm, 'utf8');
+    const oldSeal = await readFile(files.seal);
     await withStore(home, (s) => s.reserve(CHAIN, S1, S2));
-    await writeFile(files.hwm, oldHwm);
+    await writeFile(files.seal, oldSeal);
+    assert.deepEqual(await readChainState(home, CHAIN), S2);
     await withStore(home, async (s) => assert.deepEqual(await s.load(CHAIN), S2));
-    assert.equal(decodeHwmFile(await readFile(files.hwm, 'utf8')).generation, 2n);
+    assert.equal(readSeal(await readFile(files.seal), chainTag(CHAIN)).seal.generation, 2n);
   });
 
-  test('crash during the very first write (state file, no record yet) is recovered', async () => {
+  test('crash while creating the pair (log, no seal yet) is recovered', async () => {
     const home = await newHome();
     await withStore(home, (s) => s.initialize(CHAIN, S1));
-    await rm(chainFiles(home, CHAIN).hwm);
+    await rm(chainFiles(home, CHAIN).seal);
+    assert.deepEqual(await readChainState(home, CHAIN), S1);
     await withStore(home, async (s) => assert.deepEqual(await s.load(CHAIN), S1));
+    assert.equal(readSeal(await readFile(chainFiles(home, CHAIN).seal), chainTag(CHAIN)).seal.generation, 1n);
   });
 
-  test('crash before the state file was renamed: the old pair is consistent', async () => {
+  test('leftover temp files of an interrupted creation or compaction are ignored and removed', async () => {
     const home = await newHome();
     const files = chainFiles(home, CHAIN);
     await withStore(home, (s) => s.initialize(CHAIN, S1));
-    // a leftover temp file of the interrupted write is ignored
-    await writeFile(join(home, 'state', `.${chainFileStem(CHAIN)}.json.tmp-1-abcd`), '{"height": "99"');
+    const leftovers = [`.${chainFileStem(CHAIN)}.log.tmp-1-abcd`, `.${chainFileStem(CHAIN)}.seal.tmp-2-ef01`];
+    for (const name of leftovers) await writeFile(join(home, 'state', name), 'partial');
     await withStore(home, async (s) => assert.deepEqual(await s.load(CHAIN), S1));
-    assert.equal(decodeStateFile(await readFile(files.state, 'utf8')).generation, 1n);
+    assert.deepEqual(
+      (await readdir(join(home, 'state'))).sort(),
+      [files.log, files.seal].map((f) => f.split('/').at(-1)).sort(),
+    );
   });
 
-  test('an interrupted write can never be read as a lower HRS than its record', async () => {
-    // The opposite half-state (record ahead by one, state behind) is what a restored backup looks
-    // like; it must be refused even though it is only one generation behind.
+  test('a log put back one record behind its seal is refused: a crash cannot leave that', async () => {
+    // The opposite half-state (seal ahead) is what a restored backup looks like; it must be
+    // refused even though it is only one generation behind.
     const home = await newHome();
     const files = chainFiles(home, CHAIN);
     await withStore(home, (s) => s.initialize(CHAIN, S1));
-    const oldState = await readFile(files.state, 'utf8');
+    const oldLog = await readFile(files.log);
     await withStore(home, (s) => s.reserve(CHAIN, S1, S2));
-    await writeFile(files.state, oldState);
-    assert.match((await openError(home)).message, /older than expected/);
+    await writeFile(files.log, oldLog);
+    assert.match((await openError(home)).message, /older than its seal/);
   });
-  test('an interrupted forced write that lowered the HRS is refused, not half-applied', async () => {
+
+  test('an interrupted forced write (new log, old seal) is refused, not half-applied', async () => {
     const home = await newHome();
     const files = chainFiles(home, CHAIN);
     await withStore(home, (s) => s.initialize(CHAIN, S3));
-    const oldHwm = await readFile(files.hwm, 'utf8');
+    const oldSeal = await readFile(files.seal);
     const s = await FileSignStateStore.open(home);
     try {
       await s.forceWrite(CHAIN, S1);
     } finally {
       await s.close();
     }
-    await writeFile(files.hwm, oldHwm);
-    assert.match((await openError(home)).message, /interrupted forced import/);
+    await writeFile(files.seal, oldSeal);
+    assert.match((await openError(home)).message, /does not hold the record its seal/);
   });
 });
 
@@ -425,7 +467,7 @@ describe('forceWrite and lock-free reads', () => {
       await s.initialize(CHAIN, S1);
       await s.reserve(CHAIN, S1, S3);
     });
-    await writeFile(files.state, 'garbage');
+    await writeFile(files.log, 'garbage');
     await openError(home);
     const s = await FileSignStateStore.open(home);
     try {
@@ -434,7 +476,11 @@ describe('forceWrite and lock-free reads', () => {
       await s.close();
     }
     await withStore(home, async (st) => assert.deepEqual(await st.load(CHAIN), S2));
-    assert.equal(decodeStateFile(await readFile(files.state, 'utf8')).generation, 3n);
+    const records = scanSegment(await readFile(files.log)).records;
+    assert.deepEqual(
+      records.map((r) => [r.kind, r.generation]),
+      [[RecordKind.Created, 3n]],
+    );
   });
 
   test('readChainState reads without the lock and applies the same checks', async () => {
@@ -443,7 +489,7 @@ describe('forceWrite and lock-free reads', () => {
     try {
       await s.initialize(CHAIN, S1);
       assert.deepEqual(await readChainState(home, CHAIN), S1);
-      await writeFile(chainFiles(home, CHAIN).state, 'garbage');
+      await writeFile(chainFiles(home, CHAIN).log, 'garbage');
       await assert.rejects(readChainState(home, CHAIN), StateStoreError);
     } finally {
       await s.close();
