@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { performance } from 'node:perf_hooks';
 import { sha256 } from '@noble/hashes/sha2.js';
 import pkcs11js from 'pkcs11js';
 import { bytesEqual } from '../cometbft/bytes.ts';
@@ -148,8 +149,11 @@ export class Hsm {
   #loginRefused: Pkcs11Error | undefined;
   /** set by openSigningSession, cleared by closeSigningSession/close: a signing session is wanted */
   #wantedPin: string | undefined;
-  /** when a lost signing session was last reopened (ms) */
-  #lastReopen = 0;
+  /**
+   * when a lost signing session was last reopened (ms, monotonic: a wall clock stepped back
+   * would rate-limit every reopen until it caught up, and signing would stop that long)
+   */
+  #lastReopen = Number.NEGATIVE_INFINITY;
 
   /** Use {@link openHsm}. */
   constructor(module: LoadedModule, slot: Handle, publicSession: Handle, opts: HsmOptions) {
@@ -263,7 +267,7 @@ export class Hsm {
    * session back. Attempts are rate-limited; a refused PIN is never retried (#login).
    */
   async #reopenLostSession(pin: string): Promise<void> {
-    const now = Date.now();
+    const now = performance.now();
     if (now - this.#lastReopen < REOPEN_INTERVAL_MS) {
       throw new HsmError('the HSM signing session was lost; the next reopen attempt is rate-limited');
     }

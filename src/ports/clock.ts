@@ -11,7 +11,11 @@ export interface Timer {
 }
 
 export interface Clock {
-  /** milliseconds since the epoch (simulated time in the simulator) */
+  /**
+   * a monotonic count of milliseconds (simulated time in the simulator). Only differences mean
+   * anything: every caller measures a deadline or a silence, and a wall-clock jump (NTP, an
+   * operator, a VM resume) must not expire a lease early nor keep a dead one alive.
+   */
   now(): number;
   /** runs `fn` once after `ms`; `unref`: the timer alone does not keep the process alive */
   setTimeout(fn: () => void, ms: number, opts?: { unref?: boolean }): Timer;
@@ -21,9 +25,9 @@ export interface Clock {
   defer(fn: () => void): void;
 }
 
-/** The real clock and timers. */
+/** The real clock and timers; `now` is `performance.now()`, which never jumps. */
 export const systemClock: Clock = {
-  now: () => Date.now(),
+  now: () => performance.now(),
   setTimeout(fn, ms, opts) {
     const t = setTimeout(fn, ms);
     if (opts?.unref) t.unref();

@@ -6,19 +6,28 @@
  * the run's history and spy logs are then kept and their path printed with the seed.
  *
  * CHAOS_SEED=<n> replays a schedule; CHAOS_CI_MINUTES (default 14) is the whole budget;
- * CHAOS_FAULTS=kind,... restricts the kinds (to replay or chase one finding).
+ * CHAOS_FAULTS=kind,... restricts the kinds (to replay or chase one finding); CHAOS_RECORD=1
+ * adds both runs to bench/results/chaos-runs.json and rewrites the totals (as `--record` does).
  */
 import assert from 'node:assert/strict';
 import { randomInt } from 'node:crypto';
-import { describe, it } from 'node:test';
+import { before, describe, it } from 'node:test';
 import { faultKinds } from './harness/faults/index.ts';
+import { currentCommit, recordRun } from './harness/record.ts';
 import { runChaos, summaryLine } from './harness/runner.ts';
 
 const SEED = process.env['CHAOS_SEED'] === undefined ? randomInt(2 ** 31) : Number(process.env['CHAOS_SEED']);
 const MINUTES = Number(process.env['CHAOS_CI_MINUTES'] ?? 14);
 const ONLY = process.env['CHAOS_FAULTS']?.split(',').filter((k) => k.length > 0);
+const RECORD = process.env['CHAOS_RECORD'] === '1';
 
 describe(`chaos harness (seed ${SEED})`, () => {
+  // Once, before the runs: recording the first run changes tracked files, which the second
+  // run's commit would otherwise show as "+changes".
+  let commit = '';
+  before(async () => {
+    if (RECORD) commit = await currentCommit();
+  });
   for (const [nodes, share] of [
     [1, 0.35],
     [3, 0.65],
@@ -42,8 +51,9 @@ describe(`chaos harness (seed ${SEED})`, () => {
         maxMs: budgetMs,
         print: (line) => lines.push(line),
       });
+      if (RECORD) await recordRun(result, commit);
       const summary = summaryLine(result);
-      t.diagnostic(summary);
+      t.diagnostic(`${summary}, ${Math.round(result.ms / 1000)} s`);
       const detail = [
         ...lines.slice(-15),
         ...result.failures,

@@ -29,10 +29,14 @@ import { createSoftHsmToken, type SoftHsmToken } from '../helpers/softhsm.ts';
 
 const CHAIN = 'chaos-chain-1';
 const SEED = Number(process.env['CHAOS_SEED'] ?? 20_261_126);
-/** Stop killing after this many kills, or at the deadline, whichever comes first. */
+/**
+ * Kill until this many kills, at least one of them by the hook. The phase is driven by the count,
+ * not by a time budget: a cycle's start-up is slow on a loaded machine, and a fixed budget there
+ * ends with too few kills. The deadline only bounds the phase (a node that never gets ready).
+ */
 const TARGET_KILLS = 26;
 const MIN_KILLS = 20;
-const KILL_PHASE_MS = 75_000;
+const KILL_PHASE_MS = 170_000;
 /** A run lives this long at most before the test kills it (uniform from the minimum). */
 const RUN_MIN_MS = 50;
 const RUN_MAX_MS = 1500;
@@ -60,7 +64,7 @@ describe('single node: SIGKILL at random moments', () => {
   });
 
   it(`never double-signs nor goes backwards across ≥ ${MIN_KILLS} kills (seed ${SEED})`, {
-    timeout: 180_000,
+    timeout: 300_000,
   }, async (t) => {
     const rng = new Rng(SEED);
     const record = new SignRecord();
@@ -117,7 +121,7 @@ describe('single node: SIGKILL at random moments', () => {
     const started = Date.now();
     for (
       let cycle = 0;
-      testKills + hookKills < TARGET_KILLS && Date.now() - started < KILL_PHASE_MS;
+      (testKills + hookKills < TARGET_KILLS || hookKills === 0) && Date.now() - started < KILL_PHASE_MS;
       cycle++
     ) {
       const armed = cycle % 3 === 2;

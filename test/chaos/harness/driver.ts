@@ -66,8 +66,12 @@ export class ChainDriver {
     await this.loop;
   }
 
-  /** Resolves when a new precommit signature is received, or after `ms` (false). */
-  nextSignature(ms: number): Promise<boolean> {
+  /**
+   * Resolves when a precommit signature received after `since` (epoch ms; default: now) is
+   * there — at once if one already is — or after `ms` (false).
+   */
+  nextSignature(ms: number, since = Date.now()): Promise<boolean> {
+    if ((this.signedAt[this.signedAt.length - 1]?.at ?? -1) > since) return Promise.resolve(true);
     return new Promise((resolve) => {
       const done = (ok: boolean): void => {
         clearTimeout(timer);
@@ -133,7 +137,10 @@ export class ChainDriver {
   /**
    * A lagging sentry catching up after a fault: B re-sends conflicting prevotes and precommits
    * for the last `depth` heights (each already voted on). A KMS that lost or regressed its
-   * state signs some of them; one that did not refuses them all.
+   * state signs some of them; one that did not refuses them all. A request left unanswered ends
+   * the burst: the signer is not answering this chain now (a stall under the fault), the rest
+   * would only wait out their deadlines one by one and hold the round, and the next burst (or
+   * the driver's own laggard votes) asks again.
    */
   async laggardBurst(depth: number): Promise<void> {
     const top = this.height;
@@ -142,11 +149,12 @@ export class ChainDriver {
       for (const type of [SignedMsgType.Prevote, SignedMsgType.Precommit]) {
         // Only over a live signer link: the burst must not stall the round behind link time-outs.
         if (!this.s.b.connected) return;
-        await this.vote(
+        const outcome = await this.vote(
           this.s.b,
           this.s.b.buildVote(type, back, 0, this.block('burst', back, 0)),
           'laggard burst',
         );
+        if (outcome === 'unanswered') return;
       }
     }
   }
@@ -236,6 +244,8 @@ export class ChainDriver {
     const sentry = sim === this.s.a ? 'a' : 'b';
     const until = Date.now() + this.opts.requestDeadlineMs;
     let attempts = 0;
+    /** why the last attempt got no answer (kept in the history to tell a stall from a refusal) */
+    let last = '';
     while (!this.stopped) {
       attempts++;
       try {
@@ -250,8 +260,10 @@ export class ChainDriver {
           this.history.write({ t: 'req', chain: this.chainId, sentry, what, note, attempts, outcome, error });
           return outcome;
         }
-      } catch {
+        last = `reply ${reply.kind}`;
+      } catch (err) {
         // transport error: the link is gone; the sentry waits for the next signer connection
+        last = (err as Error).message;
       }
       if (Date.now() >= until || this.stopped) break;
       await new Promise((r) => setTimeout(r, 100));
@@ -264,6 +276,7 @@ export class ChainDriver {
       note,
       attempts,
       outcome: 'unanswered',
+      last,
     });
     return 'unanswered';
   }

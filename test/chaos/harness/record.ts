@@ -110,7 +110,7 @@ export function totalsTable(runs: readonly RecordedRun[]): string {
   }
   const seeds = runs.map(
     (r) =>
-      `${r.seed} (${r.nodes} node${r.nodes > 1 ? 's' : ''}, ${r.rounds} rounds, ${r.commit}${r.conflicts > 0 ? `, ${r.conflicts} conflicts` : ''})`,
+      `${r.seed} (${r.nodes} node${r.nodes > 1 ? 's' : ''}, ${r.rounds} rounds, ${r.commit}${r.conflicts > 0 ? `, ${r.conflicts} conflicts` : ''}${r.failures.length > 0 ? `, stopped by: ${r.failures[0]}` : ''})`,
   );
   lines.push('', `Seeds: ${seeds.join(', ')}.`);
   return lines.join('\n');

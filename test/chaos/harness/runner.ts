@@ -63,6 +63,9 @@ export interface RunResult {
   ms: number;
 }
 
+/** Bound on the wait for etcd to be whole again after a round's heal (a loaded machine). */
+const WHOLE_MS = 60_000;
+
 const CHAINS: ChainSpec[] = [
   { id: 'chaos-ext-1', protocol: 'v0.38' },
   { id: 'chaos-plain-2', protocol: 'v0.37' },
@@ -167,6 +170,11 @@ export async function runChaos(opts: RunOptions): Promise<RunResult> {
         try {
           injected.push({ kind, inj: await kind.inject(ctx) });
         } catch (err) {
+          // A fault that could not be injected tested nothing and may have left the bed half
+          // broken: a harness failure, never a round that counts.
+          const what = `${kind.name} could not be injected: ${(err as Error).message}`;
+          result.failures.push(`round ${round}: harness: ${what}`);
+          history.write({ t: 'inject-failed', round, kind: kind.name, error: (err as Error).message });
           injected.push({
             kind,
             inj: { detail: `inject failed: ${(err as Error).message}`, heal: async () => {} },
@@ -194,8 +202,24 @@ export async function runChaos(opts: RunOptions): Promise<RunResult> {
         try {
           await inj.heal();
         } catch (err) {
+          result.failures.push(
+            `round ${round}: harness: heal of ${kind.name} failed: ${(err as Error).message}`,
+          );
           history.write({ t: 'heal-failed', round, kind: kind.name, error: (err as Error).message });
         }
+      }
+      // From here on every fault is healed: a signature made while the checks below run already
+      // shows that signing came back (no need to wait for one more after them).
+      const healedAt = Date.now();
+      // Every round starts on a whole etcd cluster: a heal that left a member down, frozen or
+      // out of the membership would make a later round's fault one the design does not survive
+      // (e.g. a "quorum loss" of two members of what is really a 2-member cluster).
+      const broken = (await bed.etcd?.untilWhole(WHOLE_MS)) ?? [];
+      if (broken.length > 0) {
+        result.failures.push(
+          `round ${round}: harness: etcd not whole after healing ${picked.map((k) => k.name).join(' + ')}: ${broken.join(', ')}`,
+        );
+        history.write({ t: 'etcd-broken', round, what: broken });
       }
       const died: string[] = [];
       for (const n of bed.nodes) {
@@ -208,7 +232,9 @@ export async function runChaos(opts: RunOptions): Promise<RunResult> {
         }
         await ensureRunning(ctx, n);
       }
-      const recovered = await Promise.all(drivers.map((d) => d.nextSignature(opts.recoverMs ?? 30_000)));
+      const recovered = await Promise.all(
+        drivers.map((d) => d.nextSignature(opts.recoverMs ?? 30_000, healedAt)),
+      );
       result.rounds = round;
       result.faults += picked.length;
       let line = `round ${round}: ${picked.map((k) => k.name).join(' + ')}: ${injected.map((x) => x.inj.detail).join('; ')}`;

@@ -72,6 +72,26 @@ describe('a lost signing session', () => {
     assert.equal(await signs(), true);
   });
 
+  it('is reopened on time after the wall clock stepped back (the rate limit is monotonic)', async () => {
+    // Found by the chaos harness (clock-jump then hsm-close-session on one node): a reopen made
+    // while the wall clock was minutes ahead rate-limited every later reopen until the wall
+    // clock caught up again, and the leader answered "retry" for those minutes.
+    const wallClock = Date.now;
+    await new Promise((r) => setTimeout(r, 600)); // past the previous test's reopen
+    try {
+      Date.now = () => wallClock() + 600_000;
+      await writeFile(control, 'close 2\n');
+      assert.equal(await signs(), false);
+      assert.equal(await signs(), true, 'reopened while the wall clock is 10 minutes ahead');
+    } finally {
+      Date.now = wallClock;
+    }
+    await new Promise((r) => setTimeout(r, 600));
+    await writeFile(control, 'close 3\n');
+    assert.equal(await signs(), false);
+    assert.equal(await signs(), true, 'the next loss is reopened, not rate-limited for 10 minutes');
+  });
+
   it('is not reopened once the session was closed on purpose', async () => {
     await hsm.closeSigningSession();
     assert.equal(await signs(), false);

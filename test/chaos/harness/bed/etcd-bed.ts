@@ -21,6 +21,14 @@ interface Member {
   paused: boolean;
 }
 
+/** How long the membership changes of one wipe are retried while etcd refuses them as unsafe. */
+const MEMBERSHIP_CHANGE_MS = 30_000;
+
+interface ListedMember {
+  id: string;
+  peerUrl: string;
+}
+
 const alive = (p: ChildProcess | undefined): p is ChildProcess =>
   p !== undefined && p.exitCode === null && p.signalCode === null;
 
@@ -133,14 +141,17 @@ export class EtcdBed {
     m.paused = false;
   }
 
-  /** Starts member i again on its data dir (no-op if it runs) and waits until it is healthy. */
-  async restart(i: number): Promise<void> {
-    if (alive(this.members[i]!.proc)) {
-      this.resume(i);
-      return;
+  /**
+   * Starts the given members again on their data dirs (thaws those that run), all at once, and
+   * waits until they are healthy: after a quorum loss no restarted member is healthy before
+   * enough of the others are back.
+   */
+  async restart(...which: number[]): Promise<void> {
+    for (const i of which) {
+      if (alive(this.members[i]!.proc)) this.resume(i);
+      else this.spawn(i, 'existing');
     }
-    this.spawn(i, 'existing');
-    await this.waitHealthy([i], 30_000);
+    await this.waitHealthy(which, 30_000);
   }
 
   /** Index of the Raft leader, or -1 if none answers within `ms`. */
@@ -157,27 +168,121 @@ export class EtcdBed {
     return -1;
   }
 
-  /** Member i wiped: removed from the cluster, its data deleted, added back and started empty. */
+  /**
+   * Member i wiped: removed from the cluster, its data deleted, added back and started empty.
+   * The cluster is whole first (every member up and healthy), and every membership change is
+   * retried for a bounded time while etcd refuses it as unsafe: with the default strict
+   * reconfiguration check a member refuses to remove or add a voting member until it has been
+   * connected to every other voting member for 5 s ("unhealthy cluster"), which a member
+   * restarted by the previous round has not. Once the member was removed it is always put back
+   * (or this throws): a removed member must never be left to a later round, whose restart of
+   * it could then never make the cluster healthy.
+   */
   async wipeMember(i: number): Promise<void> {
     const m = this.members[i]!;
+    await this.waitHealthy(
+      this.members.map((_, j) => j),
+      30_000,
+    );
     await this.kill(i);
-    const other = this.members.findIndex((_, j) => j !== i && this.isUp(j));
-    if (other < 0) throw new Error('no live member to re-add a wiped member through');
-    const endpoint = `--endpoints=${this.members[other]!.clientUrl}`;
-    const timeout = '--command-timeout=10s';
-    // The simple format prints member IDs in hex (JSON numbers would lose their low bits).
-    const list = (await run('etcdctl', [endpoint, timeout, 'member', 'list'], { timeout: 15_000 })).stdout;
-    const line = list.split('\n').find((l) => l.includes(m.peerUrl));
-    const id = line?.split(',')[0]?.trim();
-    if (id !== undefined && id.length > 0) {
-      await run('etcdctl', [endpoint, timeout, 'member', 'remove', id], { timeout: 15_000 });
-    }
+    const until = Date.now() + MEMBERSHIP_CHANGE_MS;
+    await this.changeMembership(i, until, (listed) =>
+      listed === undefined ? undefined : ['member', 'remove', listed.id],
+    );
     rmSync(m.dataDir, { recursive: true, force: true });
-    await run('etcdctl', [endpoint, 'member', 'add', m.name, `--peer-urls=${m.peerUrl}`], {
-      timeout: 10_000,
-    });
+    await this.changeMembership(i, until, (listed) =>
+      listed === undefined ? ['member', 'add', m.name, `--peer-urls=${m.peerUrl}`] : undefined,
+    );
     this.spawn(i, 'existing');
     await this.waitHealthy([i], 30_000);
+  }
+
+  /**
+   * Moves member i's entry in the membership where `step` wants it: `step` gets the entry as
+   * the cluster lists it now and returns the etcdctl command still needed (undefined: done).
+   * Retried through the live members until `until` while etcd refuses the change; reading the
+   * membership before every attempt makes a change whose answer was lost (a time-out) count as
+   * done instead of being made twice.
+   */
+  private async changeMembership(
+    i: number,
+    until: number,
+    step: (listed: ListedMember | undefined) => string[] | undefined,
+  ): Promise<void> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const peerUrl = this.members[i]!.peerUrl;
+        const cmd = step((await this.memberList(i, attempt)).find((x) => x.peerUrl === peerUrl));
+        if (cmd === undefined) return;
+        await this.etcdctl(i, attempt, cmd);
+      } catch (err) {
+        if (Date.now() > until) throw err;
+        await new Promise((r) => setTimeout(r, 250));
+      }
+    }
+  }
+
+  /** Runs `etcdctl` through a live member other than `not` (the `attempt`-th in turn). */
+  private async etcdctl(not: number, attempt: number, args: string[]): Promise<string> {
+    const live = this.members.map((_, j) => j).filter((j) => j !== not && this.isUp(j));
+    if (live.length === 0) throw new Error('no live etcd member to run etcdctl through');
+    const via = this.members[live[attempt % live.length]!]!;
+    const res = await run('etcdctl', [`--endpoints=${via.clientUrl}`, '--command-timeout=5s', ...args], {
+      timeout: 10_000,
+    });
+    return res.stdout;
+  }
+
+  /** The membership as a live member other than `not` sees it. */
+  private async memberList(not: number, attempt: number): Promise<ListedMember[]> {
+    // The simple format prints member IDs in hex (JSON numbers would lose their low bits):
+    // "id, started|unstarted, name, peer urls, client urls, is learner".
+    const out = await this.etcdctl(not, attempt, ['member', 'list']);
+    return out
+      .split('\n')
+      .map((l) => l.split(',').map((f) => f.trim()))
+      .filter((f) => f.length >= 4 && f[0]!.length > 0)
+      .map((f) => ({ id: f[0]!, peerUrl: f[3]! }));
+  }
+
+  /**
+   * Waits (bounded by `ms`) until the cluster is whole again: every member running and not
+   * frozen, every member healthy, and the membership exactly these members, all started.
+   * Returns what is still wrong (empty: whole). A fault's heal must leave the cluster whole;
+   * the runner checks it after every round, so a broken heal fails the run where it happened
+   * instead of surfacing rounds later as a liveness failure.
+   */
+  async untilWhole(ms: number): Promise<string[]> {
+    const until = Date.now() + ms;
+    for (;;) {
+      const wrong: string[] = [];
+      for (const m of this.members) {
+        if (!alive(m.proc)) wrong.push(`${m.name} not running`);
+        else if (m.paused) wrong.push(`${m.name} frozen`);
+      }
+      if (wrong.length === 0) {
+        const healthy = await Promise.all(this.members.map((_, i) => this.healthy(i)));
+        healthy.forEach((ok, i) => {
+          if (!ok) wrong.push(`${this.members[i]!.name} not healthy`);
+        });
+      }
+      // Every member's own view of the membership: exactly these members, all started.
+      for (let i = 0; i < this.members.length && wrong.length === 0; i++) {
+        const listed = await this.membership(i);
+        if (listed === undefined) {
+          wrong.push(`${this.members[i]!.name}: member list failed`);
+          continue;
+        }
+        for (const m of this.members) {
+          const l = listed.find((x) => x.peerUrls.includes(m.peerUrl));
+          if (l === undefined) wrong.push(`${m.name} not a member (as ${this.members[i]!.name} sees it)`);
+          else if (l.name !== m.name) wrong.push(`${m.name} listed but not started`);
+        }
+        if (listed.length !== this.members.length) wrong.push(`${listed.length} members listed`);
+      }
+      if (wrong.length === 0 || Date.now() > until) return wrong;
+      await new Promise((r) => setTimeout(r, 200));
+    }
   }
 
   /** The whole store lost: every member killed and started empty as a new cluster. */
@@ -248,21 +353,35 @@ export class EtcdBed {
     }
   }
 
+  /** The membership as member i sees it; a member not started yet has no name. */
+  private async membership(i: number): Promise<Array<{ name: string; peerUrls: string[] }> | undefined> {
+    try {
+      const res = await fetch(`${this.members[i]!.clientUrl}/v3/cluster/member/list`, {
+        method: 'POST',
+        body: '{}',
+        signal: AbortSignal.timeout(1_000),
+      });
+      const body = (await res.json()) as { members?: Array<{ name?: string; peerURLs?: string[] }> };
+      return (body.members ?? []).map((m) => ({ name: m.name ?? '', peerUrls: m.peerURLs ?? [] }));
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** Whether member i answers its /health with a leader and a served read. */
+  private async healthy(i: number): Promise<boolean> {
+    try {
+      const res = await fetch(`${this.members[i]!.clientUrl}/health`, { signal: AbortSignal.timeout(1_000) });
+      return res.ok && ((await res.json()) as { health?: string }).health === 'true';
+    } catch {
+      return false;
+    }
+  }
+
   private async waitHealthy(which: number[], ms: number): Promise<void> {
     const until = Date.now() + ms;
     for (;;) {
-      const ok = await Promise.all(
-        which.map(async (i) => {
-          try {
-            const res = await fetch(`${this.members[i]!.clientUrl}/health`, {
-              signal: AbortSignal.timeout(500),
-            });
-            return res.ok && ((await res.json()) as { health?: string }).health === 'true';
-          } catch {
-            return false;
-          }
-        }),
-      );
+      const ok = await Promise.all(which.map((i) => this.healthy(i)));
       if (ok.every(Boolean)) return;
       if (Date.now() > until) throw new Error(`etcd members ${which.join(',')} not healthy within ${ms} ms`);
       await new Promise((r) => setTimeout(r, 100));

@@ -120,7 +120,20 @@ export class TcpProxy {
 
   private drop(pair: Pair): void {
     if (!this.pairs.delete(pair)) return;
-    pair.client.resetAndDestroy();
-    pair.target.resetAndDestroy();
+    reset(pair.client);
+    reset(pair.target);
   }
+}
+
+/**
+ * Resets `s` (RST), or only destroys it once it is shutting down or still connecting. In Node 20
+ * a reset of a socket whose write side is already shut (ended after its peer's FIN) fails, and
+ * the socket's handle is then left neither open nor closing: the process spins forever at exit
+ * waiting for it. Seen in the chaos CI tier: its process hung at 100% CPU after its last test,
+ * with four TCP handles in that state (libuv's handle list, read with gdb).
+ */
+function reset(s: net.Socket): void {
+  if (s.destroyed) return;
+  if (s.connecting || s.writableEnded) s.destroy();
+  else s.resetAndDestroy();
 }

@@ -1,0 +1,42 @@
+/**
+ * The chaos harness's etcd faults must leave the cluster whole once healed, or a later round
+ * fails for the harness's sake (issue 12: a member wiped right after another one restarted was
+ * refused re-adding as "etcdserver: unhealthy cluster", stayed out of the membership, and the
+ * next quorum loss could never heal). Real etcd members on 127.0.0.1.
+ */
+import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { EtcdBed } from './harness/bed/etcd-bed.ts';
+
+describe('chaos harness: etcd bed heals whole', () => {
+  let dir: string;
+  let etcd: EtcdBed;
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'cometkms-etcd-bed-'));
+    etcd = await EtcdBed.start(join(dir, 'etcd'), 3);
+  });
+
+  after(async () => {
+    await etcd?.stop();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('wipes and re-adds a member right after another member restarted', async () => {
+    // m2 restarted: for 5 s the others refuse membership changes (strict reconfig check).
+    await etcd.kill(2);
+    await etcd.restart(2);
+    await etcd.wipeMember(0);
+    assert.deepEqual(await etcd.untilWhole(30_000), []);
+  });
+
+  it('reports a member that is down, and is whole again after a quorum loss healed', async () => {
+    await Promise.all([etcd.kill(0), etcd.kill(1)]);
+    assert.deepEqual(await etcd.untilWhole(0), ['m0 not running', 'm1 not running']);
+    await etcd.restart(0, 1);
+    assert.deepEqual(await etcd.untilWhole(30_000), []);
+  });
+});
