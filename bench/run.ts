@@ -26,6 +26,7 @@ const SUITES: Record<string, () => Promise<Suite>> = {
   cluster: async () => (await import('./cluster.bench.ts')).benchCluster,
   'many-chains': async () => (await import('./many-chains.bench.ts')).benchManyChains,
   'cluster-chains': async () => (await import('./cluster-chains.bench.ts')).benchClusterChains,
+  failover: async () => (await import('./failover.bench.ts')).benchFailover,
   memory: async () => (await import('./memory.bench.ts')).benchMemory,
 };
 

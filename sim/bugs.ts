@@ -9,7 +9,9 @@ import type { WorldOptions } from './world.ts';
 export interface PlantedBug {
   what: string;
   /** the world it runs in: what it switches off, and more chains when it needs them */
-  options: Pick<WorldOptions, 'storeBugs' | 'guardBugs'> & { chains?: number };
+  options: Pick<WorldOptions, 'storeBugs' | 'guardBugs' | 'noPeerMarks' | 'restoreAnytime'> & {
+    chains?: number;
+  };
   /** seeds `--plant-bug` runs by default; the bug must be caught within them */
   seedBudget: number;
 }
@@ -40,6 +42,13 @@ export const PLANTED_BUGS: Record<string, PlantedBug> = {
     what: 'states read from etcd are not checked against the high-water marks',
     options: { storeBugs: { noHighWater: true } },
     seedBudget: 40,
+  },
+  'no-peer-marks': {
+    what:
+      'a new leader serves on its own marks alone and signs without a majority holding the HRS, ' +
+      'with etcd restored at any time (a node that missed the last heights can lead)',
+    options: { noPeerMarks: true, restoreAnytime: true },
+    seedBudget: 60,
   },
 };
 

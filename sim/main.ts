@@ -7,7 +7,8 @@
  * seed and the end of its history, replayable with `--seed X --seeds 1`), 2 on bad arguments.
  * `--record FILE` appends one line per run (for bench/results/). `--restore-anytime` lifts the
  * condition on restores and forced lower imports (every node has the newest state in its marks):
- * it shows the documented limit of the marks (SECURITY.md), so expect violations.
+ * a node that missed the last heights may then lead after a restore, which the peer marks must
+ * catch (planted bug `no-peer-marks` shows what happens without them).
  */
 import { appendFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';

@@ -37,11 +37,13 @@ export interface WorldOptions {
   sentries: number;
   storeBugs?: StorePlantedBugs;
   guardBugs?: GuardPlantedBugs;
+  /** planted bug `no-peer-marks` */
+  noPeerMarks?: boolean;
   /** history lines kept for the report */
   keep?: number;
   /**
    * restore etcd and force lower imports even while a node lacks the newest state in its marks
-   * (the documented limit: expect violations)
+   * (the peer marks must then keep a lagging leader from reserving a lost HRS again)
    */
   restoreAnytime?: boolean;
 }
@@ -189,8 +191,11 @@ export class World {
       node.id,
       node.incarnations,
       node.marks,
+      node.ballots,
       {
         chains: this.#chains,
+        clusterSize: this.nodes.length,
+        noPeerMarks: this.#o.noPeerMarks === true,
         leaseTtlS: 1,
         maxHeightJump: 100,
         storeBugs: this.#o.storeBugs ?? {},
@@ -218,6 +223,7 @@ export class World {
 
   readonly #peers: Peers = {
     log: (line) => this.log(line),
+    control: (from, to, answer, deadlineMs) => this.#control(from, to, answer, deadlineMs),
     forward: (from, to, chainId, body) =>
       new Promise<ForwardResult>((resolve) => {
         const sender = this.#node(from)?.current;
@@ -250,6 +256,46 @@ export class World {
         );
       }),
   };
+
+  /** A control request between nodes: lost when either end is down or the pair is cut. */
+  #control<T>(
+    from: string,
+    to: string,
+    answer: (target: Incarnation) => T | Promise<T>,
+    deadlineMs: number,
+  ): Promise<T | undefined> {
+    return new Promise<T | undefined>((resolve) => {
+      const sender = this.#node(from)?.current;
+      const target = this.#node(to)?.current;
+      let done = false;
+      const finish = (r: T | undefined) => {
+        if (done) return;
+        done = true;
+        resolve(r);
+      };
+      const senderOwner = sender?.owner ?? WORLD;
+      this.s.at(deadlineMs, () => finish(undefined), senderOwner);
+      if (target === undefined || this.#cut.has(pair(from, to))) {
+        this.s.at(this.s.between(5, 50), () => finish(undefined), senderOwner);
+        return;
+      }
+      this.s.at(
+        this.s.between(0, 2),
+        () => {
+          // The answer leaves once it is complete (a raise: once the mark is durable), unless the
+          // target crashed or the pair was cut meanwhile; a failure is no answer.
+          void (async () => answer(target))().then(
+            (result) => {
+              if (!target.owner.alive || this.#cut.has(pair(from, to))) return;
+              this.s.at(this.s.between(0, 2), () => finish(result), senderOwner);
+            },
+            () => undefined,
+          );
+        },
+        target.owner,
+      );
+    });
+  }
 
   #node(id: string): SimNode | undefined {
     return this.nodes.find((n) => n.id === id);
@@ -526,10 +572,10 @@ export class World {
 
   /**
    * Whether every node runs and has the newest state of every chain in its durable marks. A
-   * restore or a forced lower import is simulated only then: it is what the marks claim to catch
-   * (each node refuses a state below the one it has seen). A node that has not seen the lost
-   * states (it was down meanwhile) can take them for the real ones: that is outside what CometKMS
-   * can tell apart (SECURITY.md, "Out of scope"), and the simulator finds it at once if allowed.
+   * restore or a forced lower import is simulated only then, unless `restoreAnytime`: then a node
+   * that has not seen the lost states (it was down meanwhile) may lead after the restore, and
+   * only the peer marks (a majority holds every signed HRS; a new leader reads a majority) keep
+   * it from taking the restored state for the real one.
    */
   #everyNodeSawTheNewestState(): boolean {
     if (this.#o.restoreAnytime) return true;

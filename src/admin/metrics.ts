@@ -159,6 +159,7 @@ export class Metrics {
   private readonly forwards: Counter<'result'>;
   private readonly leader: Gauge;
   private readonly leaderChanges: Counter;
+  private readonly leaderPreemptions: Counter;
   private readonly connected: Gauge<'chain_id' | 'addr'>;
   private readonly reconnects: Counter<'chain_id' | 'addr'>;
   private readonly hsmErrors: Counter;
@@ -218,6 +219,11 @@ export class Metrics {
     this.leaderChanges = new Counter({
       name: 'cometkms_leader_changes_total',
       help: 'Leadership changes this node has seen',
+      registers,
+    });
+    this.leaderPreemptions = new Counter({
+      name: 'cometkms_leader_preemptions_total',
+      help: 'Leaders this node found silent on heartbeats and pre-empted (revoked their lease)',
       registers,
     });
     this.connected = new Gauge({
@@ -387,6 +393,11 @@ export class Metrics {
   /** Counts one leadership change. */
   leaderChanged(): void {
     this.leaderChanges.inc();
+  }
+
+  /** Counts a leader this node found silent and pre-empted (revoked its lease). */
+  leaderPreempted(): void {
+    this.leaderPreemptions.inc();
   }
 
   /** Marks the connection to a validator endpoint up (handshake completed) or down. */

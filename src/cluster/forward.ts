@@ -16,7 +16,17 @@
  */
 import { isIP } from 'node:net';
 import tls from 'node:tls';
+import type { PeerAddress, PeerMark, PeerMarks, PeerPort } from '../ports/peers.ts';
 import { DEFAULT_MAX_REQUEST_SIZE } from '../privval/session.ts';
+import {
+  CONTROL_CHAIN_ID,
+  ControlKind,
+  type ControlRequest,
+  decodeMarksAnswer,
+  encodeControlRequest,
+  HEARTBEAT_ANSWER,
+  RAISE_ACCEPTED,
+} from './peer-wire.ts';
 
 /** The PEM material of one node: the cluster CA, and this node's certificate and key. */
 export interface ForwardTls {
@@ -50,6 +60,11 @@ export const MAX_FORWARD_REQUEST_BODY = DEFAULT_MAX_REQUEST_SIZE;
  * vote extension); this leaves room without letting a peer make us buffer much.
  */
 export const MAX_FORWARD_REPLY_BODY = 64 * 1024;
+/**
+ * Largest reply body to a control request (peer-wire.ts): a marks answer of many chains. The peer
+ * is an authenticated cluster member; the bound only keeps a broken one from growing a buffer.
+ */
+export const MAX_CONTROL_REPLY_BODY = 1024 * 1024;
 /** Per-request deadline: under the node's 5 s read timeout, leaving time to reply "try again". */
 export const DEFAULT_FORWARD_DEADLINE_MS = 2_000;
 /** Requests one connection may have in flight at the leader. */
@@ -125,30 +140,32 @@ export class ForwardFrameReader {
   }
 }
 
-function frame(payload: Buffer): Buffer {
-  const header = Buffer.alloc(4);
-  header.writeUInt32BE(payload.length, 0);
-  return Buffer.concat([header, payload]);
-}
-
-/** Encodes one forwarded request frame. */
+/** Encodes one forwarded request frame (one allocation: the hot path of every forwarded request). */
 export function encodeForwardRequest(id: number, chainId: string, body: Uint8Array): Buffer {
-  const chain = Buffer.from(chainId, 'utf8');
-  if (chain.length > MAX_CHAIN_ID_BYTES) throw new RangeError('chain id too long to forward');
-  const head = Buffer.alloc(6);
-  head.writeUInt8(TYPE_REQUEST, 0);
-  head.writeUInt32BE(id, 1);
-  head.writeUInt8(chain.length, 5);
-  return frame(Buffer.concat([head, chain, body]));
+  const chainLen = Buffer.byteLength(chainId, 'utf8');
+  if (chainLen > MAX_CHAIN_ID_BYTES) throw new RangeError('chain id too long to forward');
+  const payload = 6 + chainLen + body.length;
+  const out = Buffer.allocUnsafe(4 + payload);
+  out.writeUInt32BE(payload, 0);
+  out.writeUInt8(TYPE_REQUEST, 4);
+  out.writeUInt32BE(id, 5);
+  out.writeUInt8(chainLen, 9);
+  out.write(chainId, 10, 'utf8');
+  out.set(body, 10 + chainLen);
+  return out;
 }
 
 /** Encodes one reply frame. */
 export function encodeForwardReply(id: number, outcome: ForwardOutcome): Buffer {
-  const head = Buffer.alloc(REPLY_OVERHEAD);
-  head.writeUInt8(TYPE_REPLY, 0);
-  head.writeUInt32BE(id, 1);
-  head.writeUInt8(STATUS_CODES[outcome.status], 5);
-  return frame(outcome.status === 'ok' ? Buffer.concat([head, outcome.body]) : head);
+  const body = outcome.status === 'ok' ? outcome.body : undefined;
+  const payload = REPLY_OVERHEAD + (body?.length ?? 0);
+  const out = Buffer.allocUnsafe(4 + payload);
+  out.writeUInt32BE(payload, 0);
+  out.writeUInt8(TYPE_REPLY, 4);
+  out.writeUInt32BE(id, 5);
+  out.writeUInt8(STATUS_CODES[outcome.status], 9);
+  if (body !== undefined) out.set(body, 4 + REPLY_OVERHEAD);
+  return out;
 }
 
 function parseRequest(p: Buffer): { id: number; chainId: string; body: Uint8Array } {
@@ -197,6 +214,12 @@ export interface ForwardServerOptions {
    * CN of the forwarding node's certificate (its node id)
    */
   handle(chainId: string, body: Uint8Array, peer: string): Promise<ForwardOutcome>;
+  /**
+   * answers a control request (peer-wire.ts: a request with the empty chain id) at once, on every
+   * node whatever its role; without it, control requests get "unknown chain" like on a node that
+   * predates them
+   */
+  control?(body: Uint8Array): Promise<ForwardOutcome>;
   maxInflightPerConnection?: number;
   /** bound on the TLS handshake of an incoming connection; default 5000 ms */
   handshakeTimeoutMs?: number;
@@ -284,6 +307,14 @@ export class ForwardServer {
         return;
       }
       for (const req of requests) {
+        if (req.chainId === CONTROL_CHAIN_ID) {
+          // Answered apart from signing (and outside the in-flight bound: one small answer each):
+          // a heartbeat must not wait for etcd or the HSM.
+          void this.#control(req.body).then((outcome) => {
+            if (!socket.destroyed) socket.write(encodeForwardReply(req.id, outcome));
+          });
+          continue;
+        }
         if (inflight >= maxInflight) {
           socket.write(encodeForwardReply(req.id, { status: 'overloaded' }));
           continue;
@@ -297,6 +328,18 @@ export class ForwardServer {
     });
     socket.on('error', () => socket.destroy());
     socket.on('close', () => this.#sockets.delete(socket));
+  }
+
+  /** The answer to a control request; never rejects (a failure is `failed`). */
+  async #control(body: Uint8Array): Promise<ForwardOutcome> {
+    const control = this.#opts.control;
+    if (control === undefined) return { status: 'unknown_chain' };
+    try {
+      return await control(body);
+    } catch (err) {
+      this.#log.warn({ err: (err as Error).message }, 'forward: control request failed');
+      return { status: 'failed' };
+    }
   }
 
   async #serve(chainId: string, body: Uint8Array, peer: string): Promise<ForwardOutcome> {
@@ -315,31 +358,43 @@ export class ForwardServer {
 }
 
 /** Where forwarded requests go: the current leader's id and `forward_advertise`. */
-export interface ForwardTarget {
-  nodeId: string;
-  advertise: string;
-}
+export type ForwardTarget = PeerAddress;
 
 interface Pending {
   resolve(r: ForwardResult): void;
   timer: NodeJS.Timeout;
+  /** the largest reply body this request may get */
+  maxBody: number;
 }
 
-/** One TLS connection to one leader, with its requests in flight. */
-class LeaderConnection {
+/** How a connection reports its state to its owner (for log lines). */
+interface ConnectionReport {
+  connected(): void;
+  failed(reason: string): void;
+}
+
+const QUIET: ConnectionReport = { connected() {}, failed() {} };
+
+/** Connections to peers other than the leader (a new leader's control requests) close after this idle time. */
+const PEER_IDLE_MS = 30_000;
+
+/** One TLS connection to one peer (the leader, for forwarding), with its requests in flight. */
+class PeerConnection {
   readonly target: ForwardTarget;
   readonly #socket: tls.TLSSocket;
   readonly #pending = new Map<number, Pending>();
-  readonly #reader = new ForwardFrameReader(REPLY_OVERHEAD + MAX_FORWARD_REPLY_BODY);
+  readonly #reader = new ForwardFrameReader(
+    REPLY_OVERHEAD + Math.max(MAX_FORWARD_REPLY_BODY, MAX_CONTROL_REPLY_BODY),
+  );
   readonly #ready: Promise<boolean>;
   #nextId = 0;
   #closed = false;
+  /** the CN of the peer's certificate once connected: its node id (deploy/tls/make-certs.sh) */
+  #peerId: string | undefined;
+  /** when the last request was sent (for closing idle peer connections) */
+  lastUsed = Date.now();
 
-  constructor(
-    target: ForwardTarget,
-    t: ForwardTls,
-    report: { connected(): void; failed(reason: string): void },
-  ) {
+  constructor(target: ForwardTarget, t: ForwardTls, report: ConnectionReport) {
     this.target = target;
     const { host, port } = splitHostPort(target.advertise);
     // The server certificate must chain to the cluster CA and name the advertised address
@@ -354,6 +409,8 @@ class LeaderConnection {
     this.#socket.setKeepAlive(true, 5_000);
     this.#ready = new Promise((resolve) => {
       this.#socket.once('secureConnect', () => {
+        const cn = this.#socket.getPeerCertificate().subject?.CN;
+        this.#peerId = typeof cn === 'string' ? cn : undefined;
         report.connected();
         resolve(true);
       });
@@ -366,31 +423,37 @@ class LeaderConnection {
           this.#settle(id, outcome);
         }
       } catch (err) {
-        this.fail('unavailable', `protocol error from the leader: ${(err as Error).message}`);
+        this.fail('unavailable', `protocol error from the peer: ${(err as Error).message}`);
       }
     });
     this.#socket.on('error', (err) => {
       report.failed(err.message);
-      this.fail('unavailable', `connection to the leader failed: ${err.message}`);
+      this.fail('unavailable', `connection to the peer failed: ${err.message}`);
     });
-    this.#socket.on('close', () => this.fail('unavailable', 'connection to the leader closed'));
+    this.#socket.on('close', () => this.fail('unavailable', 'connection to the peer closed'));
   }
 
   get closed(): boolean {
     return this.#closed;
   }
 
+  /** The node id the peer's certificate names (undefined before the handshake). */
+  get peerId(): string | undefined {
+    return this.#peerId;
+  }
+
   /** Sends one request; resolves with the reply or a local failure, never later than `deadlineMs`. */
-  request(chainId: string, body: Uint8Array, deadlineMs: number): Promise<ForwardResult> {
+  request(chainId: string, body: Uint8Array, deadlineMs: number, maxBody: number): Promise<ForwardResult> {
     if (this.#closed) return Promise.resolve({ status: 'unavailable', reason: 'connection closed' });
+    this.lastUsed = Date.now();
     const id = this.#nextId;
     this.#nextId = (this.#nextId + 1) >>> 0;
     const result = new Promise<ForwardResult>((resolve) => {
       const timer = setTimeout(() => {
         this.#pending.delete(id);
-        resolve({ status: 'timeout', reason: `no reply from the leader within ${deadlineMs} ms` });
+        resolve({ status: 'timeout', reason: `no reply from the peer within ${deadlineMs} ms` });
       }, deadlineMs);
-      this.#pending.set(id, { resolve, timer });
+      this.#pending.set(id, { resolve, timer, maxBody });
     });
     const bytes = encodeForwardRequest(id, chainId, body);
     void this.#ready.then((ok) => {
@@ -416,6 +479,10 @@ class LeaderConnection {
     const p = this.#pending.get(id);
     // A late reply (after the deadline) has no pending entry: dropped.
     if (p === undefined) return;
+    if (outcome.status === 'ok' && outcome.body.length > p.maxBody) {
+      this.fail('unavailable', `the peer sent a reply of ${outcome.body.length} bytes`);
+      return;
+    }
     this.#pending.delete(id);
     clearTimeout(p.timer);
     p.resolve(outcome);
@@ -430,17 +497,33 @@ export interface ForwardClientOptions {
   logger?: ForwardLogger;
 }
 
+const LOCAL_FAILURES: ReadonlySet<ForwardResult['status']> = new Set([
+  'no_leader',
+  'unavailable',
+  'timeout',
+  'leader_changed',
+]);
+
+function samePeer(a: PeerAddress | undefined, b: PeerAddress | undefined): boolean {
+  return a?.nodeId === b?.nodeId && a?.advertise === b?.advertise;
+}
+
 /**
  * The follower side: one TLS connection to the current leader. {@link setLeader} switches it
  * (pending requests of the old leader end as `leader_changed`, the new connection is opened at
- * once); a broken connection is re-opened by the next request.
+ * once); a broken connection is re-opened by the next request. It is also the node's
+ * {@link PeerPort}: heartbeats to the leader ride the same connection (which keeps it warm:
+ * no handshake on a signature's path), and a new leader's "marks?" go to each peer on a
+ * connection of their own, closed after a while unused.
  */
-export class ForwardClient {
+export class ForwardClient implements PeerPort {
   readonly #tls: ForwardTls;
   readonly #deadlineMs: number;
   readonly #log: ForwardLogger;
   #target: ForwardTarget | undefined;
-  #conn: LeaderConnection | undefined;
+  #conn: PeerConnection | undefined;
+  /** connections to peers other than the leader, by "nodeId|advertise" */
+  readonly #peers = new Map<string, PeerConnection>();
   /** a failure was logged and no connection has succeeded since: do not log every retry */
   #failing = false;
   #closed = false;
@@ -458,15 +541,20 @@ export class ForwardClient {
 
   /** Points the client at `target` (undefined: no leader known; requests fail at once). */
   setLeader(target: ForwardTarget | undefined): void {
-    const cur = this.#target;
-    if (cur?.nodeId === target?.nodeId && cur?.advertise === target?.advertise) return;
+    if (samePeer(this.#target, target)) return;
     this.#target = target;
     // Replies still pending from the old leader are dropped: the follower answers "try again"
     // and the node re-sends to whoever leads now. The old leader's own fencing decides whether
     // it signed; a signature it made is either lost (a missed vote) or found again by the new
     // leader as the same reserved bytes.
     this.#conn?.fail('leader_changed', 'the leader changed while the request was in flight');
-    this.#conn = target !== undefined && !this.#closed ? this.#open(target) : undefined;
+    this.#conn = undefined;
+    if (target === undefined || this.#closed) return;
+    // A connection this node already holds to the new leader (it asked it for its marks) is warm.
+    const key = peerKey(target);
+    const warm = this.#peers.get(key);
+    this.#peers.delete(key);
+    this.#conn = warm !== undefined && !warm.closed ? warm : this.#open(target);
   }
 
   /** Forwards one request to the current leader. Never rejects; resolves within the deadline. */
@@ -474,22 +562,93 @@ export class ForwardClient {
     const target = this.#target;
     if (this.#closed) return { status: 'unavailable', reason: 'forwarding is shut down' };
     if (target === undefined) return { status: 'no_leader', reason: 'no leader is known' };
-    if (body.length > MAX_FORWARD_REQUEST_BODY || Buffer.byteLength(chainId) > MAX_CHAIN_ID_BYTES) {
+    if (
+      body.length > MAX_FORWARD_REQUEST_BODY ||
+      chainId === CONTROL_CHAIN_ID ||
+      Buffer.byteLength(chainId) > MAX_CHAIN_ID_BYTES
+    ) {
       return { status: 'bad_request' };
     }
     if (this.#conn === undefined || this.#conn.closed) this.#conn = this.#open(target);
-    return await this.#conn.request(chainId, body, this.#deadlineMs);
+    return await this.#conn.request(chainId, body, this.#deadlineMs, MAX_FORWARD_REPLY_BODY);
   }
 
-  /** Drops the connection; pending requests end as `unavailable`. */
+  async heartbeat(peer: PeerAddress, deadlineMs: number): Promise<boolean> {
+    return (await this.#control(peer, { kind: ControlKind.heartbeat }, deadlineMs)) !== undefined;
+  }
+
+  async marks(peer: PeerAddress, ballot: string, deadlineMs: number): Promise<PeerMarks | undefined> {
+    const outcome = await this.#control(peer, { kind: ControlKind.marks, ballot }, deadlineMs);
+    if (outcome?.status !== 'ok') return undefined;
+    try {
+      const answer = decodeMarksAnswer(outcome.body);
+      // Counted towards a majority by node id: the answer must come from the node it names.
+      return answer.nodeId === peer.nodeId ? answer : undefined;
+    } catch (err) {
+      this.#log.warn({ peer: peer.nodeId, err: (err as Error).message }, 'forward: malformed marks answer');
+      return undefined;
+    }
+  }
+
+  async raise(peer: PeerAddress, ballot: string, mark: PeerMark, deadlineMs: number): Promise<boolean> {
+    const outcome = await this.#control(peer, { kind: ControlKind.raise, ballot, mark }, deadlineMs);
+    return outcome?.status === 'ok' && outcome.body.length === 1 && outcome.body[0] === RAISE_ACCEPTED[0];
+  }
+
+  /** Drops every connection; pending requests end as `unavailable`. */
   close(): void {
     this.#closed = true;
     this.#conn?.fail('unavailable', 'forwarding is shut down');
     this.#conn = undefined;
+    for (const c of this.#peers.values()) c.fail('unavailable', 'forwarding is shut down');
+    this.#peers.clear();
   }
 
-  #open(target: ForwardTarget): LeaderConnection {
-    return new LeaderConnection(target, this.#tls, {
+  /**
+   * One control request: the peer's answer, or undefined when it gave none (a local failure) or
+   * the connection's certificate names another node than `peer.nodeId`.
+   */
+  async #control(
+    peer: PeerAddress,
+    req: ControlRequest,
+    deadlineMs: number,
+  ): Promise<ForwardOutcome | undefined> {
+    if (this.#closed) return undefined;
+    const conn = this.#connectionTo(peer);
+    const maxBody =
+      req.kind === ControlKind.marks
+        ? MAX_CONTROL_REPLY_BODY
+        : Math.max(HEARTBEAT_ANSWER.length, RAISE_ACCEPTED.length);
+    const result = await conn.request(CONTROL_CHAIN_ID, encodeControlRequest(req), deadlineMs, maxBody);
+    if (LOCAL_FAILURES.has(result.status) || conn.peerId !== peer.nodeId) return undefined;
+    return result as ForwardOutcome;
+  }
+
+  /** The leader connection when `peer` is the leader; else a connection of its own. */
+  #connectionTo(peer: PeerAddress): PeerConnection {
+    const target = this.#target;
+    if (target !== undefined && samePeer(target, peer)) {
+      if (this.#conn === undefined || this.#conn.closed) this.#conn = this.#open(target);
+      return this.#conn;
+    }
+    const now = Date.now();
+    for (const [key, c] of this.#peers) {
+      if (c.closed || now - c.lastUsed > PEER_IDLE_MS) {
+        c.fail('unavailable', 'idle');
+        this.#peers.delete(key);
+      }
+    }
+    const key = peerKey(peer);
+    let conn = this.#peers.get(key);
+    if (conn === undefined) {
+      conn = new PeerConnection(peer, this.#tls, QUIET);
+      this.#peers.set(key, conn);
+    }
+    return conn;
+  }
+
+  #open(target: ForwardTarget): PeerConnection {
+    return new PeerConnection(target, this.#tls, {
       connected: () => {
         if (this.#failing) this.#log.info({ leader: target.nodeId }, 'forward: connected to the leader');
         this.#failing = false;
@@ -504,4 +663,8 @@ export class ForwardClient {
       },
     });
   }
+}
+
+function peerKey(p: PeerAddress): string {
+  return `${p.nodeId}|${p.advertise}`;
 }

@@ -3,6 +3,7 @@ import { performance } from 'node:perf_hooks';
 import { type Clock, systemClock, type Timer } from '../ports/clock.ts';
 import type { EtcdKv, EtcdPort, EtcdWatch, KeepaliveAnswer } from '../ports/etcd.ts';
 import { type EtcdClientLike, toEtcdPort } from '../ports/etcd3.ts';
+import type { PeerPort } from '../ports/peers.ts';
 import {
   type EtcdCallObserver,
   etcdKeys,
@@ -11,6 +12,7 @@ import {
   type LeadershipFence,
   observeEtcdCall,
 } from '../store/etcd.ts';
+import { LeaderWatch } from './leader-watch.ts';
 
 /** Who leads, as written in the leader key. `advertise` is where followers forward to. */
 export interface LeaderInfo {
@@ -50,6 +52,15 @@ export interface LeadershipOptions {
   observer?: EtcdCallObserver;
   /** wall clock and timers (default: the system's; the simulator passes simulated time) */
   clock?: Clock;
+  /**
+   * the other KMS nodes: with it, a follower heartbeats the leader and pre-empts a silent one
+   * (leader-watch.ts); without it, a dead leader is replaced once its lease expires
+   */
+  peers?: PeerPort;
+  /** heartbeat period; default 50 ms */
+  heartbeatMs?: number;
+  /** silence after which a follower revokes the leader's lease and campaigns; default 250 ms */
+  silenceMs?: number;
 }
 
 const silent: LeadershipLogger = { info() {}, warn() {} };
@@ -91,8 +102,16 @@ interface PreferredHint {
  * deterministic simulator drives the very same class. A follower-side timer (e.g. one watching
  * the leader's liveness) belongs in `#tick`, next to the polling campaign.
  *
+ * Fenced pre-emption: with `peers`, a follower heartbeats the leader (leader-watch.ts) and, when
+ * it has been silent for `silenceMs`, revokes the lease the leader key is bound to (LeaseRevoke
+ * needs only the id, which the key carries) and campaigns, instead of waiting up to a TTL for the
+ * lease to expire. A revoked leader can no longer commit a fenced write, whatever it believes
+ * (its in-flight reservation's lease compare fails), so a false alarm costs a leader change, not
+ * safety.
+ *
  * Events: 'leader' (token), 'follower' (LeaderInfo | undefined; also when the leader changes),
- * 'change' (after any change of role or leader).
+ * 'change' (after any change of role or leader), 'preempted' (the node id of a leader this node
+ * found silent and revoked).
  */
 export class Leadership extends EventEmitter implements LeadershipFence {
   readonly #client: EtcdPort;
@@ -117,6 +136,9 @@ export class Leadership extends EventEmitter implements LeadershipFence {
   #lastKeepaliveOk = 0;
   #token: FencingToken | undefined;
   #leader: LeaderInfo | undefined;
+  /** the lease the leader key was bound to when last read (another node's, while following) */
+  #leaderLease: string | undefined;
+  readonly #watch: LeaderWatch | undefined;
   /** mod revision of the leader key our view reflects; older watch events are ignored */
   #leaderRev = 0n;
   #watcher: EtcdWatch | undefined;
@@ -150,6 +172,16 @@ export class Leadership extends EventEmitter implements LeadershipFence {
     this.#preferDelayMs = opts.preferDelayMs ?? 300;
     this.#log = opts.logger ?? silent;
     this.#observer = opts.observer;
+    this.#watch =
+      opts.peers === undefined
+        ? undefined
+        : new LeaderWatch({
+            peers: opts.peers,
+            clock: this.#clock,
+            ...(opts.heartbeatMs !== undefined ? { heartbeatMs: opts.heartbeatMs } : {}),
+            ...(opts.silenceMs !== undefined ? { silenceMs: opts.silenceMs } : {}),
+            onSilent: (leader, leaseId) => void this.#enqueue(() => this.#preempt(leader.nodeId, leaseId)),
+          });
   }
 
   get role(): Role {
@@ -240,6 +272,7 @@ export class Leadership extends EventEmitter implements LeadershipFence {
     if (!this.#running) return;
     this.#running = false;
     this.#ticker?.cancel();
+    this.#watch?.stop();
     this.#deferredCampaign?.cancel();
     await this.#queue;
     const leaseId = this.#leaseId;
@@ -277,16 +310,22 @@ export class Leadership extends EventEmitter implements LeadershipFence {
   #setLeader(token: FencingToken): void {
     this.#token = token;
     this.#leader = { nodeId: this.#nodeId, advertise: this.#advertise };
+    this.#leaderLease = token.leaseId;
+    this.#watch?.stop();
     this.#log.info({ term: token.createRevision, lease: token.leaseId }, 'became leader');
     this.emit('leader', token);
     this.emit('change');
   }
 
-  #setFollower(leader: LeaderInfo | undefined): void {
+  /** Follows `leader` (undefined: none known), whose leader key is bound to `leaseId`. */
+  #setFollower(leader: LeaderInfo | undefined, leaseId?: string): void {
     const wasLeader = this.#token !== undefined;
     const prev = this.#leader;
     this.#token = undefined;
     this.#leader = leader;
+    this.#leaderLease = leader === undefined ? undefined : leaseId;
+    if (this.#running) this.#watch?.follow(leader, this.#leaderLease);
+    else this.#watch?.stop();
     const leaderChanged = prev?.nodeId !== leader?.nodeId || prev?.advertise !== leader?.advertise;
     if (!wasLeader && !leaderChanged) return;
     if (wasLeader) this.#log.warn({ leader: leader?.nodeId }, 'no longer leader');
@@ -338,7 +377,7 @@ export class Leadership extends EventEmitter implements LeadershipFence {
         this.#setFollower(undefined);
         await this.#revoke(leaderKv.lease);
       } else {
-        this.#setFollower(this.#parseLeader(leaderKv));
+        this.#setFollower(this.#parseLeader(leaderKv), leaderKv.lease);
       }
       return;
     }
@@ -386,11 +425,24 @@ export class Leadership extends EventEmitter implements LeadershipFence {
         kv.lease === this.#token.leaseId &&
         kv.createRevision === this.#token.createRevision &&
         kv.value.toString() === this.#value;
-      if (!ours) this.#setFollower(this.#parseLeader(kv));
+      if (!ours) this.#setFollower(this.#parseLeader(kv), kv.lease);
       return;
     }
     // Deleted: our lease expired or was revoked, or a hand-over. Nobody leads now.
     this.#setFollower(undefined);
+    await this.#campaign(false);
+  }
+
+  /**
+   * The leader `nodeId` has been silent (leader-watch.ts): revoke the lease its leader key is
+   * bound to, unless the key has moved on since, and campaign at once.
+   */
+  async #preempt(nodeId: string, leaseId: string): Promise<void> {
+    if (!this.#running || this.#token !== undefined || this.#leaderLease !== leaseId) return;
+    this.#log.warn({ leader: nodeId, lease: leaseId }, 'leader silent; revoking its lease and campaigning');
+    await this.#revoke(leaseId);
+    this.emit('preempted', nodeId);
+    if (this.#leaderLease === leaseId) this.#setFollower(undefined);
     await this.#campaign(false);
   }
 

@@ -1,13 +1,16 @@
 /**
  * A cluster node's role transitions (ARCHITECTURE §4), apart from everything else the node
  * does, so that the runtime and the deterministic simulator run the same code:
- *   - on winning: every guard reloads the replicated state, then the HSM signing session opens,
- *     and only then does the node serve; a failure hands the leadership over;
+ *   - on winning: the high-water marks of a majority are collected (peer-marks.ts; retried every
+ *     `collectRetryMs` for as long as the term lasts: no majority, no signing), then every guard
+ *     reloads the replicated state, then the HSM signing session opens, and only then does the
+ *     node serve; a failure of the reload or the session hands the leadership over;
  *   - on losing (or a leader change): stop serving at once, then close the signing session
  *     (waiting for a signature in progress), then point forwarding at the current leader.
  * Transitions run one at a time, in order. Safety never rests on `serving`: every reservation
  * is fenced in etcd. It only keeps requests away from a node that cannot sign.
  */
+import { type Clock, systemClock } from '../ports/clock.ts';
 import type { LocalLeadership } from './cluster-handler.ts';
 import type { LeaderInfo, Role } from './leadership.ts';
 
@@ -37,10 +40,20 @@ export interface RoleTransitionsOptions {
   setForwardTarget: (leader: LeaderInfo | undefined) => void;
   /** true once the node is shutting down: no transition starts serving then */
   stopping: () => boolean;
+  /**
+   * collects the peers' high-water marks (PeerMarkedStore.collect); false: no majority answered.
+   * Without it the node serves on its own marks alone.
+   */
+  collectMarks?: () => Promise<boolean>;
+  /** pause between two collections that found no majority; default 200 ms */
+  collectRetryMs?: number;
+  /** timers for that pause (default: the system's) */
+  clock?: Clock;
   /** told when serving starts (true) or stops (false) */
   onServing?: (serving: boolean) => void;
   log: {
     info(obj: object, msg: string): void;
+    warn(obj: object, msg: string): void;
     error(obj: object, msg: string): void;
   };
 }
@@ -90,6 +103,7 @@ export class RoleTransitions implements LocalLeadership {
     this.#enqueue(async () => {
       // Lost again before this ran: the 'follower' transition queued after this one cleans up.
       if (l.token !== token || this.#o.stopping()) return;
+      if (!(await this.#collectMarks(() => l.token === token && !this.#o.stopping()))) return;
       try {
         // The replicated state may be ahead of this node's cache (another leader signed since).
         for (const guard of this.#o.guards()) {
@@ -109,6 +123,32 @@ export class RoleTransitions implements LocalLeadership {
       this.#o.onServing?.(true);
       this.#o.log.info({ term: token?.createRevision }, 'leader: serving');
     });
+  }
+
+  /**
+   * Collects the peers' marks until a majority answered (true) or `current()` turns false (the
+   * term ended or the node stops). Never throws: a failure is one more attempt.
+   */
+  async #collectMarks(current: () => boolean): Promise<boolean> {
+    const collect = this.#o.collectMarks;
+    if (collect === undefined) return true;
+    const clock = this.#o.clock ?? systemClock;
+    let attempts = 0;
+    for (;;) {
+      if (!current()) return false;
+      try {
+        if (await collect()) return current();
+      } catch (err) {
+        if (attempts === 0) this.#o.log.error({ err }, 'leader: collecting the peers’ marks failed');
+      }
+      if (attempts++ === 0) {
+        this.#o.log.warn(
+          {},
+          'leader: no majority of the cluster answered for its marks; not serving yet, retrying',
+        );
+      }
+      await new Promise<void>((resolve) => clock.setTimeout(resolve, this.#o.collectRetryMs ?? 200));
+    }
   }
 
   /** Lost (or never had) leadership, or the leader changed: stop serving first, then relay. */

@@ -20,7 +20,13 @@ import {
 import { verifySignature } from '../cometbft/verify.ts';
 import type { RequestContext, RequestHandler } from '../privval/handler.ts';
 import { NO_STAGES, type SignStage, type StageObserver } from '../stages.ts';
-import { NotLeaderError, StateMissingError, StateRegressionError, StateStoreError } from '../store/errors.ts';
+import {
+  NotLeaderError,
+  PeerQuorumError,
+  StateMissingError,
+  StateRegressionError,
+  StateStoreError,
+} from '../store/errors.ts';
 import type { SignState, SignStateStore } from '../store/types.ts';
 import {
   type ChainRules,
@@ -501,6 +507,7 @@ export class ChainGuard implements RequestHandler {
     if (err instanceof StateRegressionError) return this.raise('state_regression', reason);
     if (err instanceof StateStoreError) return this.raise('state_unusable', reason);
     if (err instanceof NotLeaderError) return new Retry('not_leader', reason);
+    if (err instanceof PeerQuorumError) return new Retry('no_peer_quorum', reason);
     return new Retry('store_unavailable', reason);
   }
 

@@ -27,7 +27,8 @@ export type DecisionOutcome = 'signed' | 'resigned' | 'timestamp_only' | 'served
  * - `store_unavailable`: the store did not answer (unknown whether a reservation was applied);
  * - `contention`: the state kept changing under the reservation;
  * - `signer_failed`, `signature_invalid`: the HSM failed, or its signature did not verify;
- * - `record_failed`: a signature that must be recorded before it is returned (secp256k1) was not.
+ * - `record_failed`: a signature that must be recorded before it is returned (secp256k1) was not;
+ * - `no_peer_quorum`: the cluster leader could not show a majority of nodes the HRS (peer marks).
  */
 export type RetryCode =
   | 'state_missing'
@@ -38,7 +39,8 @@ export type RetryCode =
   | 'contention'
   | 'signer_failed'
   | 'signature_invalid'
-  | 'record_failed';
+  | 'record_failed'
+  | 'no_peer_quorum';
 
 /** The retry codes that mean the chain's state needs an operator (the chain's state alarm). */
 export const STATE_ALARM_CODES: ReadonlySet<RetryCode> = new Set<RetryCode>([

@@ -30,6 +30,14 @@ export class NotLeaderError extends Error {
   override readonly name = 'NotLeaderError';
 }
 
+/**
+ * A majority of the cluster's nodes did not (yet) answer for the high-water marks (peer marks,
+ * cluster/peer-marks.ts): the leader does not sign until it can show a majority the HRS.
+ */
+export class PeerQuorumError extends Error {
+  override readonly name = 'PeerQuorumError';
+}
+
 /** The text that tells an operator how to give a chain its state. */
 export function stateRemedy(chainId: string, config = '<config.toml>'): string {
   const chain = JSON.stringify(chainId);

@@ -17,6 +17,7 @@
  * validator connections relay to it meanwhile), then stop the dialers (the request in flight
  * finishes), then close forwarding, leadership, HSM, etcd, audit, lock and admin API.
  */
+import { randomBytes } from 'node:crypto';
 import type pino from 'pino';
 import type { AuditLog } from '../../admin/audit.ts';
 import { Metrics } from '../../admin/metrics.ts';
@@ -27,6 +28,13 @@ import { createEtcdClients, type EtcdClients } from '../../cluster/etcd-client.t
 import { clusterEtcdOptions } from '../../cluster/etcd-config.ts';
 import { ForwardClient, ForwardServer } from '../../cluster/forward.ts';
 import { type LeaderInfo, Leadership } from '../../cluster/leadership.ts';
+import {
+  answerControl,
+  FileBallotStorage,
+  PeerMarkedStore,
+  PeerQuorum,
+  rememberedMembers,
+} from '../../cluster/peer-marks.ts';
 import { RoleTransitions } from '../../cluster/role.ts';
 import { loadClusterTls } from '../../cluster/tls.ts';
 import { compareHRS, type PrivvalMessage, Step } from '../../cometbft/types.ts';
@@ -97,7 +105,7 @@ export class ClusterNode implements AdminRuntime {
   private hsm: Hsm | undefined;
   private pin = '';
   private leadership: Leadership | undefined;
-  private store: EtcdSignStateStore | undefined;
+  private store: PeerMarkedStore | undefined;
   private view: ClusterView | undefined;
   private forwardServer: ForwardServer | undefined;
   private forwardClient: ForwardClient | undefined;
@@ -283,6 +291,9 @@ export class ClusterNode implements AdminRuntime {
     this.pin = pin;
     await hsm.closeSigningSession();
 
+    const forwardLog = this.log.child({ component: 'forward' });
+    const forwardClient = new ForwardClient({ tls, logger: forwardLog });
+    this.forwardClient = forwardClient;
     const leadership = new Leadership({
       client: this.etcd.client,
       members: this.etcd.members,
@@ -292,6 +303,8 @@ export class ClusterNode implements AdminRuntime {
       leaseTtlS: cluster.lease_ttl_s,
       logger: this.log.child({ component: 'leadership' }),
       observer: this.observeEtcd,
+      // fenced pre-emption: heartbeats to the leader over the (kept warm) forwarding connection
+      peers: forwardClient,
     });
     this.leadership = leadership;
     const marks = new HighWaterMarks(home, (chainId, err) =>
@@ -299,13 +312,33 @@ export class ClusterNode implements AdminRuntime {
     );
     // Read every chain's mark now: a damaged one must stop the node here, not at its first vote.
     for (const chain of config.chains) marks.get(chain.id);
-    this.store = new EtcdSignStateStore({
-      client: this.etcd.client,
-      prefix: cluster.etcd_prefix,
-      leadership,
+    const etcdClient = this.etcd.client;
+    // Peer marks (peer-marks.ts): every host runs one etcd member and one KMS node, so the
+    // cluster has as many nodes as etcd endpoints; a majority of them must hold an HRS before
+    // the leader signs it, and a new leader reads a majority before it serves.
+    const quorum = new PeerQuorum({
+      nodeId: config.node.id,
+      peers: forwardClient,
+      members: rememberedMembers(() => this.view?.members ?? []),
+      clusterSize: cluster.etcd_endpoints.length,
       marks,
-      observer: this.observeEtcd,
+      chains: config.chains.map((c) => c.id),
+      ballots: new FileBallotStorage(home),
+      newBallot: () => randomBytes(16).toString('hex'),
+      logger: this.log.child({ component: 'peer-marks' }),
     });
+    const store = new PeerMarkedStore(
+      quorum,
+      () =>
+        new EtcdSignStateStore({
+          client: etcdClient,
+          prefix: cluster.etcd_prefix,
+          leadership,
+          marks,
+          observer: this.observeEtcd,
+        }),
+    );
+    this.store = store;
     for (const [i, chain] of config.chains.entries()) {
       const guard = new ChainGuard({
         chainId: chain.id,
@@ -335,7 +368,6 @@ export class ClusterNode implements AdminRuntime {
 
     this.audit = await openAuditLog(config, this.log);
     this.decisions.audit = this.audit;
-    const forwardLog = this.log.child({ component: 'forward' });
     this.forwardServer = await ForwardServer.start({
       listen: cluster.forward_listen,
       tls,
@@ -343,10 +375,9 @@ export class ClusterNode implements AdminRuntime {
         new Map(this.chains.map((c) => [c.config.id, { protocol: c.config.protocol, guard: c.guard }])),
         this,
       ),
+      control: (body) => answerControl(quorum, body),
       logger: forwardLog,
     });
-    const forwardClient = new ForwardClient({ tls, logger: forwardLog });
-    this.forwardClient = forwardClient;
     this.admin = await startNodeAdmin(config, this, this.metrics, this.log.child({ component: 'admin' }));
 
     this.view = new ClusterView({
@@ -371,6 +402,7 @@ export class ClusterNode implements AdminRuntime {
       guards: () => this.chains.map((c) => c.guard),
       session: { open: () => hsm.openSigningSession(this.pin), close: () => hsm.closeSigningSession() },
       setForwardTarget: (leader) => forwardClient.setLeader(leader),
+      collectMarks: () => store.collect(),
       stopping: () => this.stopping !== undefined,
       onServing: (serving) => {
         this.metrics.setLeader(serving);
@@ -382,12 +414,14 @@ export class ClusterNode implements AdminRuntime {
       // Its one info line, 'leader: serving' (the takeover), names what every lifecycle line does.
       log: {
         info: (obj, msg) => this.log.info({ ...this.summary(), ...obj }, msg),
+        warn: (obj, msg) => this.log.warn(obj, msg),
         error: (obj, msg) => this.log.error(obj, msg),
       },
     });
     this.roles = roles;
     leadership.on('leader', () => roles.onLeader());
     leadership.on('change', () => this.countLeaderChange());
+    leadership.on('preempted', () => this.metrics.leaderPreempted());
     leadership.on('follower', (leader: LeaderInfo | undefined) => roles.onFollower(leader));
     await leadership.start();
     if (!this.view.etcdHealthy) {
@@ -501,8 +535,7 @@ export class ClusterNode implements AdminRuntime {
       await step('closing the HSM', () => hsm.close());
     }
     this.metrics.setLeader(false);
-    if (this.store)
-      await step('closing the sign-state store', () => (this.store as EtcdSignStateStore).close());
+    if (this.store) await step('closing the sign-state store', () => (this.store as PeerMarkedStore).close());
     this.etcd?.close();
     if (this.audit) await step('closing the audit log', () => (this.audit as AuditLog).close());
     if (this.lock) await step('releasing the home lock', () => (this.lock as HomeLock).release());

@@ -186,20 +186,7 @@ export class ClusterView {
     let leaseId: string | undefined;
     try {
       leaseId = (await this.#client.leaseGrant(this.#opts.memberTtlS)).id;
-      await this.#client.txn({
-        compare: [],
-        success: [
-          {
-            op: 'put',
-            key: `${membersPrefix(this.#opts.prefix)}${this.#opts.nodeId}`,
-            value: Buffer.from(
-              JSON.stringify({ nodeId: this.#opts.nodeId, advertise: this.#opts.advertise }),
-            ),
-            lease: leaseId,
-          },
-        ],
-        failure: [],
-      });
+      await this.#putMember(leaseId);
     } catch (err) {
       // Drop the failed lease (it expires by itself if the revoke fails too).
       if (leaseId !== undefined) void this.#client.leaseRevoke(leaseId).catch(() => undefined);
@@ -218,6 +205,22 @@ export class ClusterView {
     }
     this.#leaseId = leaseId;
     return { leaseId, lost: this.#keepAlive(leaseId) };
+  }
+
+  /** Writes this node's registry key, bound to `leaseId`. */
+  async #putMember(leaseId: string): Promise<void> {
+    await this.#client.txn({
+      compare: [],
+      success: [
+        {
+          op: 'put',
+          key: `${membersPrefix(this.#opts.prefix)}${this.#opts.nodeId}`,
+          value: Buffer.from(JSON.stringify({ nodeId: this.#opts.nodeId, advertise: this.#opts.advertise })),
+          lease: leaseId,
+        },
+      ],
+      failure: [],
+    });
   }
 
   /** Keeps `leaseId` alive; resolves once it is lost (or the view stops). */
@@ -267,6 +270,12 @@ export class ClusterView {
       this.#members = members.sort((a, b) => a.nodeId.localeCompare(b.nodeId));
       this.#leaderRevision = leaderRevision;
       this.#healthy = true;
+      // Our key is gone while its lease lives (keys deleted by hand, a wiped or restored etcd
+      // that kept the lease): write it again, or the others stop finding this node (peer marks).
+      const leaseId = this.#leaseId;
+      if (leaseId !== undefined && !members.some((m) => m.nodeId === this.#opts.nodeId)) {
+        await this.#putMember(leaseId).catch(() => undefined);
+      }
     } catch {
       this.#healthy = false;
     } finally {

@@ -5,6 +5,8 @@
  * - every key deleted (a wiped store, an empty snapshot, a wrong prefix);
  * - only the state key deleted, after a failover;
  * - a restore from an older snapshot (etcdctl snapshot save at H, sign on to H+20, restore);
+ * - the same restore, led by a node that was down while the lost heights were signed (its own
+ *   mark is old: it learns the newest HRS from a majority's marks, peer marks);
  * - a node started with a wrong etcd_prefix.
  * In each, nothing at or below what was signed is signed again over other bytes; signing resumes
  * only after the operator's documented recovery (state import at or above the high-water mark).
@@ -174,6 +176,37 @@ describe('cluster: a lost or older etcd state never restarts a chain', () => {
     await neverSigned(sim, replays, 500);
   });
 
+  it('a restore led by a node that missed the last heights: nothing up to them is signed again', async () => {
+    await sign(sim, prevote(sim, 160n, 1));
+    await replicatedEverywhere(160);
+    const snapshot = join(cluster.nodes[0]!.home.dir, 'etcd-160.snapshot');
+    await cluster.etcd.snapshot(snapshot);
+    // C, a follower, goes down: its own high-water mark stays at 160.
+    const c = ((await cluster.leaderIndex()) + 1) % cluster.nodes.length;
+    await cluster.signal(c, 'SIGKILL');
+    for (let h = 161n; h <= 180n; h++) await sign(sim, prevote(sim, h, 1));
+    for (let i = 0; i < cluster.nodes.length; i++) if (i !== c) await cluster.signal(i, 'SIGKILL');
+    etcd.close();
+    await cluster.etcd.restore(snapshot);
+    etcd = new Etcd3({ hosts: cluster.etcd.endpoints });
+    // C alone: it wins the election but cannot collect a majority's marks, so it does not serve.
+    await cluster.start(c);
+    await waitFor('the node that missed the last heights to lead', 20_000, async () => {
+      const s = await cluster.status(c);
+      return s?.role === 'leader';
+    });
+    const replays = [161n, 170n, 180n].map((h) => prevote(sim, h, 3));
+    assert.ok((await neverSigned(sim, replays, 3_000)) > 0);
+    // The others come back as followers: C collects their marks (at 180) before it serves.
+    await Promise.all(cluster.nodes.map((_, i) => (i === c ? Promise.resolve() : cluster.start(i))));
+    assert.ok((await neverSigned(sim, replays, 4_000)) > 0);
+    assert.equal((await cluster.status(c))?.role, 'leader', 'C still leads');
+    assert.equal(await alarmCode(), 'state_regression');
+    await importState(180, 2);
+    await sign(sim, prevote(sim, 181n, 1));
+    await neverSigned(sim, replays, 500);
+  });
+
   it('a node started with a wrong etcd_prefix signs nothing', async () => {
     const i = 2;
     const node = cluster.nodes[i]!;
@@ -193,8 +226,11 @@ describe('cluster: a lost or older etcd state never restarts a chain', () => {
       });
       const votes = [prevote(wrongSim, 150n, 1), prevote(wrongSim, 141n, 2)];
       assert.ok((await neverSigned(wrongSim, votes, 3_000)) > 0);
-      const s = await cluster.status(i);
-      assert.ok(s?.chains[0]?.state_alarm, 'the node reports why it does not sign');
+      // Why it does not sign: alone under its prefix, no majority answers for the peers' marks.
+      await node.proc?.waitForLog(
+        (l) => String(l['msg']).includes('no majority of the cluster answered'),
+        10_000,
+      );
     } finally {
       await cluster.signal(i, 'SIGTERM');
       await writeFile(node.home.configPath, original);

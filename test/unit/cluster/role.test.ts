@@ -45,7 +45,7 @@ function setup(opts: { failInit?: boolean } = {}) {
     setForwardTarget: (l) => events.push(`forward:${l?.nodeId ?? 'none'}`),
     stopping: () => false,
     onServing: (s) => events.push(`serving:${s}`),
-    log: { info: () => undefined, error: () => undefined },
+    log: { info: () => undefined, warn: () => undefined, error: () => undefined },
   });
   return { roles, leadership, events };
 }
