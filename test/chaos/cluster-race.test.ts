@@ -12,9 +12,10 @@ import { Etcd3 } from 'etcd3';
 import { voteSignBytes } from '../../src/cometbft/signbytes.ts';
 import { type PrivvalMessage, SignedMsgType, type Vote } from '../../src/cometbft/types.ts';
 import { SignRecord } from '../../src/simulator/sign-record.ts';
-import { ValidatorSimulator } from '../../src/simulator/simulator.ts';
+import type { ValidatorSimulator } from '../../src/simulator/simulator.ts';
 import { decodeSignState, etcdKeys } from '../../src/store/etcd.ts';
 import { type KmsCluster, startKmsCluster } from '../helpers/kms-cluster.ts';
+import { manualSentry } from '../helpers/sentry.ts';
 
 const CHAIN = 'cluster-race-1';
 const ROUNDS = 40;
@@ -29,18 +30,7 @@ describe('cluster: two validators race conflicting votes', () => {
 
   before(async () => {
     for (let i = 0; i < 2; i++) {
-      sims.push(
-        new ValidatorSimulator({
-          listen: 'tcp://127.0.0.1:0',
-          chainId: CHAIN,
-          protocol: 'v0.38',
-          blockTimeMs: 0,
-          heights: 0,
-          seed: 77 + i,
-          extensions: false,
-          record,
-        }),
-      );
+      sims.push(manualSentry(CHAIN, 77 + i, { record }));
     }
     const validators = await Promise.all(sims.map((s) => s.listen()));
     cluster = await startKmsCluster({

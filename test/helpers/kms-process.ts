@@ -322,7 +322,14 @@ export class KmsProcess {
     if (result !== 'timeout') return result;
     this.kill('SIGKILL');
     await this.exited;
-    throw new Error(`cometkms (pid ${this.pid}) did not exit within ${timeoutMs} ms; killed`);
+    // Its last lines say which shutdown step it was stuck in.
+    const last = this.logs()
+      .slice(-12)
+      .map((l) => `${String(l['time'] ?? '')} ${String(l['msg'] ?? '')}`)
+      .join('\n  ');
+    throw new Error(
+      `cometkms (pid ${this.pid}) did not exit within ${timeoutMs} ms; killed. Last log lines:\n  ${last}`,
+    );
   }
 }
 

@@ -24,7 +24,7 @@ import { keyAddress } from '../../../src/cli/runtime/common.ts';
 import { type PubKey, SignedMsgType } from '../../../src/cometbft/types.ts';
 import { ValidatorSimulator } from '../../../src/simulator/simulator.ts';
 import { VERSION } from '../../../src/version.ts';
-import { type KmsCluster, startKmsCluster, waitFor } from '../../helpers/kms-cluster.ts';
+import { type KmsCluster, waitFor } from '../../helpers/kms-cluster.ts';
 import { adminGet, generateKeys, KmsHome, killAllKms, nodeStatus } from '../../helpers/kms-process.ts';
 import {
   exposedSeries,
@@ -32,6 +32,7 @@ import {
   promqlMetricNames,
   promqlSelectorLabels,
 } from '../../helpers/promql.ts';
+import { clusterWithSentry, signUntilAccepted } from '../../helpers/sentry.ts';
 import { createSoftHsmToken, type SoftHsmToken } from '../../helpers/softhsm.ts';
 
 const REPO = join(import.meta.dirname, '../../..');
@@ -181,44 +182,15 @@ describe('/metrics of a cluster follower', () => {
   let sim: ValidatorSimulator;
 
   before(async () => {
-    sim = new ValidatorSimulator({
-      listen: 'tcp://127.0.0.1:0',
-      chainId: CHAIN,
-      protocol: 'v0.38',
-      blockTimeMs: 0,
-      heights: 0,
-      seed: 9,
-      extensions: false,
-    });
-    const addr = await sim.listen();
-    cluster = await startKmsCluster({
-      chainId: CHAIN,
-      protocol: 'v0.38',
-      validators: [addr],
-      keySeed: new Uint8Array(32).fill(23),
-      nodes: 2,
-    });
-    assert.ok(await sim.waitForSigner(30_000), 'a KMS node connected');
-    await sim.requestPubKey();
+    ({ cluster, sim } = await clusterWithSentry({ chainId: CHAIN, seed: 9, keyFill: 23, nodes: 2 }));
   });
   after(async () => {
     await sim?.close();
     await cluster?.cleanup();
   });
 
-  /** Gets a vote signed, re-sending through "try again" replies (bounded). */
-  async function sign(type: number, height: bigint): Promise<void> {
-    const vote = sim.buildVote(type, height, 0, sim.blockIdFor(height, 0));
-    for (let i = 0; i < 200; i++) {
-      const reply = await sim.requestVote(vote);
-      if (reply.kind === 'signedVoteResponse') {
-        assert.equal(reply.error, undefined);
-        return;
-      }
-      await new Promise((r) => setTimeout(r, 20));
-    }
-    throw new Error(`no signature for height ${height}`);
-  }
+  const sign = (type: number, height: bigint): Promise<void> =>
+    signUntilAccepted(sim, sim.buildVote(type, height, 0, sim.blockIdFor(height, 0)));
 
   test('reports the replicated state, before and after its restart, and every cluster series', {
     timeout: 120_000,

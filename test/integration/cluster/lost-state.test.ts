@@ -17,10 +17,11 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Etcd3 } from 'etcd3';
 import { type PrivvalMessage, SignedMsgType, type Vote } from '../../../src/cometbft/types.ts';
-import { ValidatorSimulator } from '../../../src/simulator/simulator.ts';
+import type { ValidatorSimulator } from '../../../src/simulator/simulator.ts';
 import { blockId } from '../../helpers/guard-fixtures.ts';
 import { type KmsCluster, startKmsCluster, waitFor } from '../../helpers/kms-cluster.ts';
 import { runCli } from '../../helpers/kms-process.ts';
+import { manualSentry } from '../../helpers/sentry.ts';
 
 const CHAIN = 'lost-etcd-1';
 const PREFIX = '/cometkms/';
@@ -32,18 +33,8 @@ describe('cluster: a lost or older etcd state never restarts a chain', () => {
   let wrongSim: ValidatorSimulator;
 
   before(async () => {
-    const make = (seed: number) =>
-      new ValidatorSimulator({
-        listen: 'tcp://127.0.0.1:0',
-        chainId: CHAIN,
-        protocol: 'v0.38',
-        blockTimeMs: 0,
-        heights: 0,
-        seed,
-        extensions: false,
-      });
-    sim = make(11);
-    wrongSim = make(12);
+    sim = manualSentry(CHAIN, 11);
+    wrongSim = manualSentry(CHAIN, 12);
     const addr = await sim.listen();
     await wrongSim.listen();
     cluster = await startKmsCluster({

@@ -6,33 +6,18 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, it } from 'node:test';
-import { type PrivvalMessage, SignedMsgType, type Vote } from '../../../src/cometbft/types.ts';
-import { ValidatorSimulator } from '../../../src/simulator/simulator.ts';
+import { SignedMsgType } from '../../../src/cometbft/types.ts';
+import type { ValidatorSimulator } from '../../../src/simulator/simulator.ts';
 import { blockId } from '../../helpers/guard-fixtures.ts';
-import { type KmsCluster, startKmsCluster, waitFor } from '../../helpers/kms-cluster.ts';
+import { type KmsCluster, waitFor } from '../../helpers/kms-cluster.ts';
+import { clusterWithSentry, signUntilAccepted } from '../../helpers/sentry.ts';
 
 const CHAIN = 'preempt-1';
 let cluster: KmsCluster;
 let sim: ValidatorSimulator;
 
 before(async () => {
-  sim = new ValidatorSimulator({
-    listen: 'tcp://127.0.0.1:0',
-    chainId: CHAIN,
-    protocol: 'v0.38',
-    blockTimeMs: 0,
-    heights: 0,
-    seed: 21,
-    extensions: false,
-  });
-  const addr = await sim.listen();
-  cluster = await startKmsCluster({
-    chainId: CHAIN,
-    protocol: 'v0.38',
-    validators: [addr],
-    keySeed: new Uint8Array(32).fill(21),
-  });
-  assert.ok(await sim.waitForSigner(30_000));
+  ({ cluster, sim } = await clusterWithSentry({ chainId: CHAIN, seed: 21, keyFill: 21 }));
 });
 
 after(async () => {
@@ -40,15 +25,8 @@ after(async () => {
   await cluster?.cleanup();
 });
 
-const signed = (m: PrivvalMessage | undefined): boolean =>
-  m?.kind === 'signedVoteResponse' && m.error === undefined && m.vote.signature.length > 0;
-const prevote = (height: bigint): Vote => sim.buildVote(SignedMsgType.Prevote, height, 0, blockId(1));
-
-async function sign(height: bigint): Promise<void> {
-  await waitFor(`a signature at ${height}`, 20_000, async () =>
-    signed(await sim.requestVote(prevote(height)).catch(() => undefined)),
-  );
-}
+const sign = (height: bigint): Promise<void> =>
+  signUntilAccepted(sim, sim.buildVote(SignedMsgType.Prevote, height, 0, blockId(1)));
 
 it('a frozen leader is pre-empted by a follower and steps down when it resumes', async () => {
   await sign(10n);

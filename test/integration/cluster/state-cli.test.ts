@@ -11,11 +11,12 @@ import { after, before, describe, it } from 'node:test';
 import { Etcd3 } from 'etcd3';
 import { parsePrivValidatorState } from '../../../src/cometbft/privval-files.ts';
 import { type PrivvalMessage, SignedMsgType } from '../../../src/cometbft/types.ts';
-import { ValidatorSimulator } from '../../../src/simulator/simulator.ts';
+import type { ValidatorSimulator } from '../../../src/simulator/simulator.ts';
 import { decodeSignState, etcdKeys } from '../../../src/store/etcd.ts';
 import { chainFiles } from '../../../src/store/file.ts';
-import { type KmsCluster, startKmsCluster } from '../../helpers/kms-cluster.ts';
+import type { KmsCluster } from '../../helpers/kms-cluster.ts';
 import { type KmsExit, runCli } from '../../helpers/kms-process.ts';
+import { clusterWithSentry } from '../../helpers/sentry.ts';
 
 const CHAIN = 'cluster-state-cli-1';
 /** the prefix every node of the cluster uses (the config default) */
@@ -50,25 +51,8 @@ describe('cometkms state with [cluster]: the sign state in etcd', () => {
 
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'ckms-state-cli-'));
-    sim = new ValidatorSimulator({
-      listen: 'tcp://127.0.0.1:0',
-      chainId: CHAIN,
-      protocol: 'v0.38',
-      blockTimeMs: 0,
-      heights: 0,
-      seed: 5,
-      extensions: false,
-    });
-    const addr = await sim.listen();
-    cluster = await startKmsCluster({
-      chainId: CHAIN,
-      protocol: 'v0.38',
-      validators: [addr],
-      keySeed: new Uint8Array(32).fill(23),
-    });
+    ({ cluster, sim } = await clusterWithSentry({ chainId: CHAIN, seed: 5, keyFill: 23 }));
     etcd = new Etcd3({ hosts: cluster.etcd.endpoints });
-    assert.ok(await sim.waitForSigner(30_000), 'a KMS node connected');
-    await sim.requestPubKey();
   });
 
   after(async () => {

@@ -7,16 +7,15 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { Etcd3 } from 'etcd3';
 import type { NodeStatus } from '../../../src/admin/types.ts';
-import { type PrivvalMessage, SignedMsgType } from '../../../src/cometbft/types.ts';
-import { ValidatorSimulator } from '../../../src/simulator/simulator.ts';
+import { SignedMsgType } from '../../../src/cometbft/types.ts';
+import type { ValidatorSimulator } from '../../../src/simulator/simulator.ts';
 import { decodeSignState, etcdKeys } from '../../../src/store/etcd.ts';
-import { type KmsCluster, startKmsCluster, waitFor } from '../../helpers/kms-cluster.ts';
+import { type KmsCluster, waitFor } from '../../helpers/kms-cluster.ts';
 import { adminGet } from '../../helpers/kms-process.ts';
+import { clusterWithSentry, signUntilAccepted } from '../../helpers/sentry.ts';
 
 const CHAIN = 'cluster-status-1';
 const PREFIX = '/cometkms/';
-/** Attempts per vote: "try again" replies and dropped connections during the failover. */
-const MAX_ATTEMPTS = 300;
 
 describe('cluster: /status matches reality after a failover', () => {
   let cluster: KmsCluster;
@@ -24,26 +23,8 @@ describe('cluster: /status matches reality after a failover', () => {
   let sim: ValidatorSimulator;
 
   before(async () => {
-    sim = new ValidatorSimulator({
-      listen: 'tcp://127.0.0.1:0',
-      chainId: CHAIN,
-      protocol: 'v0.38',
-      blockTimeMs: 0,
-      heights: 0,
-      seed: 3,
-      extensions: false,
-    });
-    const addr = await sim.listen();
-    cluster = await startKmsCluster({
-      chainId: CHAIN,
-      protocol: 'v0.38',
-      validators: [addr],
-      keySeed: new Uint8Array(32).fill(17),
-    });
+    ({ cluster, sim } = await clusterWithSentry({ chainId: CHAIN, seed: 3, keyFill: 17 }));
     etcd = new Etcd3({ hosts: cluster.etcd.endpoints });
-    assert.ok(await sim.waitForSigner(30_000), 'a KMS node connected');
-    // votes carry the validator address, which the simulator learns from the public key
-    await sim.requestPubKey();
   });
 
   after(async () => {
@@ -52,25 +33,9 @@ describe('cluster: /status matches reality after a failover', () => {
     await cluster?.cleanup();
   });
 
-  /** Gets `type` at `height` signed, re-sending through "try again" replies and reconnects. */
-  async function sign(type: number, height: bigint): Promise<void> {
-    const vote = sim.buildVote(type, height, 0, sim.blockIdFor(height, 0));
-    for (let i = 0; i < MAX_ATTEMPTS; i++) {
-      let reply: PrivvalMessage | undefined;
-      try {
-        reply = await sim.requestVote(vote);
-      } catch {
-        // the connected node died: the simulator adopts the next one
-      }
-      if (reply?.kind === 'signedVoteResponse') {
-        assert.equal(reply.error, undefined, `height ${height}: ${reply.error?.description}`);
-        assert.ok(reply.vote.signature.length > 0);
-        return;
-      }
-      await new Promise((r) => setTimeout(r, 20));
-    }
-    throw new Error(`no signature for height ${height} after ${MAX_ATTEMPTS} attempts`);
-  }
+  /** Gets `type` at `height` signed, through "try again" replies and reconnects (failovers included). */
+  const sign = (type: number, height: bigint): Promise<void> =>
+    signUntilAccepted(sim, sim.buildVote(type, height, 0, sim.blockIdFor(height, 0)));
 
   async function signHeights(from: number, to: number): Promise<void> {
     for (let h = from; h <= to; h++) {
