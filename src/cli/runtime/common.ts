@@ -300,20 +300,44 @@ export function hsmStatus(config: Config, health: HsmHealth, hsm: Hsm | undefine
 }
 
 /**
- * Runs the steps of a graceful shutdown: a failed step is logged and the next ones still run.
- * `clean` stays true only while every step succeeded.
+ * How long one local shutdown step (closing connections, the HSM, the store, the audit log) may
+ * take before the shutdown goes on without it. SIGTERM must end the process within seconds, as
+ * supervisors expect; a step that hangs is named in the log and makes the exit unclean. Leaving
+ * one unfinished is never unsafe: the process then ends as after a crash, which every durable
+ * structure is built to survive (reservations are durable before any signature exists).
+ */
+export const SHUTDOWN_STEP_DEADLINE_MS = 4_000;
+
+/**
+ * Runs the steps of a graceful shutdown: a failed or overdue step is logged and the next ones
+ * still run. `clean` stays true only while every step succeeded in time.
  */
 export class ShutdownSteps {
   clean = true;
 
   constructor(private readonly log: pino.Logger) {}
 
-  async step(what: string, fn: () => Promise<unknown>): Promise<void> {
+  async step(
+    what: string,
+    fn: () => Promise<unknown>,
+    deadlineMs = SHUTDOWN_STEP_DEADLINE_MS,
+  ): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    const overdue = new Promise<'overdue'>((resolve) => {
+      timer = setTimeout(() => resolve('overdue'), deadlineMs);
+    });
+    const run = Promise.resolve().then(fn);
     try {
-      await fn();
+      if ((await Promise.race([run, overdue])) === 'overdue') {
+        run.catch(() => undefined);
+        this.clean = false;
+        this.log.error(`shutdown: ${what} did not finish within ${deadlineMs} ms; going on without it`);
+      }
     } catch (err) {
       this.clean = false;
       this.log.error({ err }, `shutdown: ${what} failed`);
+    } finally {
+      clearTimeout(timer);
     }
   }
 

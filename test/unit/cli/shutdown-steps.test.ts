@@ -39,6 +39,30 @@ describe('ShutdownSteps', () => {
     );
   });
 
+  it('step: a step that hangs is abandoned at its deadline, named in the log, and makes the shutdown unclean', async () => {
+    const { steps, records } = capture();
+    let settle: (v: unknown) => void = () => undefined;
+    const never = new Promise((_resolve, reject) => {
+      settle = reject;
+    });
+    const ran: string[] = [];
+    await steps.step('closing the HSM', () => never, 20);
+    await steps.step('closing the audit log', async () => {
+      ran.push('audit');
+    });
+    await flush();
+    assert.deepEqual(ran, ['audit']);
+    assert.equal(steps.clean, false);
+    assert.deepEqual(
+      records.map((r) => [r.level, r.msg]),
+      [[50, 'shutdown: closing the HSM did not finish within 20 ms; going on without it']],
+    );
+    // Its late failure is swallowed (an unhandled rejection would crash the process).
+    settle(new Error('late'));
+    await flush();
+    assert.equal(records.length, 1);
+  });
+
   it('bounded: a step that never finishes is abandoned at its deadline, and the shutdown stays clean', async () => {
     const { steps, records } = capture();
     let settle: (v: unknown) => void = () => undefined;
