@@ -14,7 +14,7 @@
  * connection), and every forwarded request has a deadline shorter than the node's 5 s read
  * timeout, so the follower can still answer "try again" in time.
  */
-import { isIP } from 'node:net';
+import { isIP, type Socket } from 'node:net';
 import tls from 'node:tls';
 import type { PeerAddress, PeerMark, PeerMarks, PeerPort } from '../ports/peers.ts';
 import { DEFAULT_MAX_REQUEST_SIZE } from '../privval/session.ts';
@@ -234,7 +234,15 @@ export class ForwardServer {
   readonly #server: tls.Server;
   readonly #opts: ForwardServerOptions;
   readonly #log: ForwardLogger;
+  /**
+   * Every accepted TCP connection, from accept on: one still in its TLS handshake when `close`
+   * runs is not a TLS socket yet, and would otherwise finish its handshake afterwards, stay open
+   * (a follower's heartbeats keep it busy) and hold `close` forever.
+   */
+  readonly #connections = new Set<Socket>();
+  /** the authenticated TLS sockets over them */
   readonly #sockets = new Set<tls.TLSSocket>();
+  #closing = false;
 
   private constructor(opts: ForwardServerOptions) {
     this.#opts = opts;
@@ -248,6 +256,14 @@ export class ForwardServer {
       },
       (socket) => this.#onConnection(socket),
     );
+    this.#server.on('connection', (raw: Socket) => {
+      if (this.#closing) {
+        raw.destroy();
+        return;
+      }
+      this.#connections.add(raw);
+      raw.on('close', () => this.#connections.delete(raw));
+    });
     this.#server.on('tlsClientError', (err, socket) => {
       this.#log.warn(
         { err: err.message, remote: socket.remoteAddress },
@@ -279,14 +295,16 @@ export class ForwardServer {
 
   /** Stops accepting and drops every connection; replies still being computed are discarded. */
   async close(): Promise<void> {
+    this.#closing = true;
     const closed = new Promise<void>((resolve) => this.#server.close(() => resolve()));
     for (const s of this.#sockets) s.destroy();
+    for (const c of this.#connections) c.destroy();
     await closed;
   }
 
   #onConnection(socket: tls.TLSSocket): void {
     // rejectUnauthorized already refused it; checked again because everything below trusts it.
-    if (!socket.authorized) {
+    if (!socket.authorized || this.#closing) {
       socket.destroy();
       return;
     }

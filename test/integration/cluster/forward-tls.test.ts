@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
 import { chmod, writeFile } from 'node:fs/promises';
+import { connect } from 'node:net';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { ClusterChainHandler, leaderForwardHandler } from '../../../src/cluster/cluster-handler.ts';
@@ -104,4 +106,27 @@ test('files that hold no PEM certificate or key are refused with the field named
     loadClusterTls(section('kms-1', { tls_ca_file: join(certs.dir, 'missing.pem') })),
     /tls_ca_file .*missing\.pem/,
   );
+});
+
+test('close does not wait for a connection that is still in its TLS handshake', async () => {
+  const server = await ForwardServer.start({
+    listen: '127.0.0.1:0',
+    tls: await loadClusterTls(section('kms-1')),
+    handle: async () => ({ status: 'unknown_chain' }),
+    // far longer than the race below: only close itself can end the half-open connection
+    handshakeTimeoutMs: 60_000,
+  });
+  const [host, port] = server.address.split(':') as [string, string];
+  const raw = connect(Number(port), host);
+  await once(raw, 'connect');
+  let timer: NodeJS.Timeout | undefined;
+  const stuck = new Promise<'stuck'>((resolve) => {
+    timer = setTimeout(() => resolve('stuck'), 10_000);
+  });
+  try {
+    assert.equal(await Promise.race([server.close().then(() => 'closed' as const), stuck]), 'closed');
+  } finally {
+    clearTimeout(timer);
+    raw.destroy();
+  }
 });
