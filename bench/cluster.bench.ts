@@ -19,6 +19,7 @@ import { pathToFileURL } from 'node:url';
 import { ValidatorSimulator } from '../src/simulator/simulator.ts';
 import { type KmsCluster, startKmsCluster } from '../test/helpers/kms-cluster.ts';
 import { KmsHome } from '../test/helpers/kms-process.ts';
+import { timeToSignatureAfter } from './failover.bench.ts';
 import type { BenchResult } from './types.ts';
 
 const CHAIN = 'bench-cluster-1';
@@ -54,28 +55,6 @@ function simulator(
   });
 }
 
-/** Time from `fault()` to the next signature the simulator receives, in ms. */
-async function timeToNextSignature(
-  sim: ValidatorSimulator,
-  fault: () => Promise<void> | void,
-): Promise<number> {
-  const before = sim.summary().signed;
-  const t0 = performance.now();
-  const faulted = fault();
-  const until = Date.now() + 30_000;
-  let t1: number | undefined;
-  while (Date.now() < until) {
-    if (sim.summary().signed > before) {
-      t1 = performance.now();
-      break;
-    }
-    await new Promise((r) => setTimeout(r, 2));
-  }
-  await faulted;
-  if (t1 === undefined) throw new Error('no signature within 30 s of the fault');
-  return t1 - t0;
-}
-
 /** Runs the cluster benchmark; returns its results. */
 export async function benchCluster(): Promise<BenchResult[]> {
   const sockDir = await mkdtemp(join(tmpdir(), 'ckms-bench-cluster-'));
@@ -105,10 +84,10 @@ export async function benchCluster(): Promise<BenchResult[]> {
     const graceful: number[] = [];
     for (let i = 0; i < FAILOVERS; i++) {
       const leader = await c.leaderIndex();
-      crash.push(await timeToNextSignature(reuse, () => c.signal(leader, 'SIGKILL')));
+      crash.push(await timeToSignatureAfter(reuse, () => c.signal(leader, 'SIGKILL'), 1));
       await c.start(leader);
       const next = await c.leaderIndex();
-      graceful.push(await timeToNextSignature(reuse, () => c.signal(next, 'SIGTERM')));
+      graceful.push(await timeToSignatureAfter(reuse, () => c.signal(next, 'SIGTERM'), 1));
       await c.start(next);
     }
     await reuse.close();

@@ -34,14 +34,16 @@ function median(xs: number[]): number {
 }
 
 /**
- * Time from `fault()` to the second signature the validator receives after it, in ms. The
+ * Time from `fault()` to the `signatures`-th signature (default the second) the validator
+ * receives after it, in ms. The
  * validator sends one request at a time, so at most one reply (made before the fault) can still
  * arrive after it; the second one was made by whoever leads after the fault. This overstates the
  * failover by one signature round trip when no reply was in flight.
  */
-async function timeToSignatureAfter(
+export async function timeToSignatureAfter(
   sim: ValidatorSimulator,
   fault: () => Promise<void> | void,
+  signatures = 2,
 ): Promise<number> {
   const before = sim.summary().signed;
   const t0 = performance.now();
@@ -49,7 +51,7 @@ async function timeToSignatureAfter(
   const until = Date.now() + 30_000;
   let t1: number | undefined;
   while (Date.now() < until) {
-    if (sim.summary().signed >= before + 2) {
+    if (sim.summary().signed >= before + signatures) {
       t1 = performance.now();
       break;
     }
