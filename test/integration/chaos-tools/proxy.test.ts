@@ -1,7 +1,7 @@
 /**
  * The chaos harness's partition proxy does what each mode claims, on real loopback sockets:
  * open forwards both ways, blocked resets live connections and refuses new ones, one way holds
- * exactly one direction, delay delays, heal restores.
+ * exactly one direction and delivers it in order on heal, delay delays, heal restores.
  */
 import assert from 'node:assert/strict';
 import net from 'node:net';
@@ -86,14 +86,19 @@ describe('partition proxy', () => {
     e.destroy();
   });
 
-  it('one way: holds one direction only, silently', async () => {
+  it('one way: holds one direction only, silently, and delivers what it held on heal', async () => {
     const c = await connect();
     proxy.mode = { kind: 'oneway', held: 'toClient' };
-    assert.equal(await roundTrip(c, 'lost'), '', 'replies are held');
-    proxy.mode = { kind: 'oneway', held: 'toTarget' };
-    assert.equal(await roundTrip(c, 'also lost'), '', 'requests are held');
+    assert.equal(await roundTrip(c, 'one'), '', 'replies are held');
     proxy.heal();
-    assert.equal(await roundTrip(c, 'ok'), 'ok', 'the same connection works again');
+    assert.equal(await roundTrip(c, ''), 'one', 'the held reply arrives on heal, as TCP retransmits it');
+    proxy.mode = { kind: 'oneway', held: 'toTarget' };
+    assert.equal(await roundTrip(c, 'two'), '', 'requests are held');
+    proxy.mode = { kind: 'oneway', held: 'toClient' };
+    assert.equal(await roundTrip(c, ''), '', 'a request let through is echoed into the held direction');
+    proxy.heal();
+    assert.equal(await roundTrip(c, ''), 'two', 'and arrives once that heals');
+    assert.equal(await roundTrip(c, 'ok'), 'ok', 'the same connection works on');
     c.destroy();
   });
 

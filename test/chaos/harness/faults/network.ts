@@ -12,7 +12,7 @@ function cut(ctx: FaultContext, proxies: TcpProxy[]): string {
   const oneWay = ctx.rng.chance(0.5);
   const held = ctx.rng.chance(0.5) ? 'toTarget' : 'toClient';
   for (const p of proxies) p.mode = oneWay ? { kind: 'oneway', held } : { kind: 'blocked' };
-  return oneWay ? `one way (${held === 'toTarget' ? 'requests' : 'replies'} dropped)` : 'both ways';
+  return oneWay ? `one way (${held === 'toTarget' ? 'requests' : 'replies'} held)` : 'both ways';
 }
 
 const healAll = (proxies: TcpProxy[]) => async (): Promise<void> => {

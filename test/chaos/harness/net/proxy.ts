@@ -5,10 +5,15 @@
  * Modes, switchable at any moment:
  *   open      bytes flow both ways (after `delayMs`, if set)
  *   blocked   both ways cut: every connection is reset and new ones are refused at once
- *   oneway    one direction is held (not forwarded, not dropped: like a firewall dropping
- *             packets one way, TCP sees silence), the other flows
- * Held bytes are discarded on heal, as a real partition loses them; the connections stay, so
- * the endpoints see only what a partition shows them: silence, then their own time-outs.
+ *   oneway    one direction is held (not forwarded: like a firewall dropping packets one
+ *             way, TCP sees silence), the other flows
+ * Held bytes are delivered, in order, on heal: TCP retransmits what a partition dropped, so a
+ * stream never loses bytes in its middle (discarding them, as this proxy once did, cut HTTP/2
+ * frames in half and left gRPC connections waiting for a SETTINGS frame that no real network
+ * loses). A request held through the partition thus reaches etcd late, after its sender's
+ * deadline, as a delayed packet would: fencing must turn such a write away. The connections
+ * stay, so the endpoints see only what a partition shows them: silence, then their own
+ * time-outs.
  */
 import net from 'node:net';
 
@@ -16,12 +21,16 @@ export type ProxyMode =
   | { kind: 'open' }
   | { kind: 'blocked' }
   /** `toTarget`: the client's bytes are held; `toClient`: the target's replies are held */
-  | { kind: 'oneway'; held: 'toTarget' | 'toClient' };
+  | { kind: 'oneway'; held: Direction };
 
 interface Pair {
   client: net.Socket;
   target: net.Socket;
+  /** bytes held by a one-way cut, per direction, delivered on heal */
+  held: Record<Direction, Buffer[]>;
 }
+
+type Direction = 'toTarget' | 'toClient';
 
 export class TcpProxy {
   private server: net.Server | undefined;
@@ -68,12 +77,17 @@ export class TcpProxy {
   set mode(m: ProxyMode) {
     this.modeNow = m;
     if (m.kind === 'blocked') for (const pair of [...this.pairs]) this.drop(pair);
+    // A direction no longer held first delivers what it held, so bytes stay in order.
+    for (const pair of this.pairs) {
+      if (m.kind !== 'oneway' || m.held !== 'toTarget') this.release(pair, pair.target, 'toTarget');
+      if (m.kind !== 'oneway' || m.held !== 'toClient') this.release(pair, pair.client, 'toClient');
+    }
   }
 
-  /** Back to open, no delay. */
+  /** Back to open, no delay; bytes held by a one-way cut go on, in order. */
   heal(): void {
-    this.mode = { kind: 'open' };
     this.delayMs = 0;
+    this.mode = { kind: 'open' };
   }
 
   async close(): Promise<void> {
@@ -93,19 +107,23 @@ export class TcpProxy {
     const target = net.connect(this.targetPort, this.targetHost);
     target.on('error', () => {});
     target.setNoDelay(true);
-    const pair = { client, target };
+    const pair: Pair = { client, target, held: { toTarget: [], toClient: [] } };
     this.pairs.add(pair);
-    this.pipe(client, target, 'toTarget');
-    this.pipe(target, client, 'toClient');
+    this.pipe(pair, client, target, 'toTarget');
+    this.pipe(pair, target, client, 'toClient');
     const end = (): void => this.drop(pair);
     client.once('close', end);
     target.once('close', end);
   }
 
-  private pipe(from: net.Socket, to: net.Socket, dir: 'toTarget' | 'toClient'): void {
+  private pipe(pair: Pair, from: net.Socket, to: net.Socket, dir: Direction): void {
     from.on('data', (chunk: Buffer) => {
       const m = this.modeNow;
-      if (m.kind === 'blocked' || (m.kind === 'oneway' && m.held === dir)) return;
+      if (m.kind === 'blocked') return;
+      if (m.kind === 'oneway' && m.held === dir) {
+        pair.held[dir].push(chunk);
+        return;
+      }
       if (this.delayMs > 0) {
         from.pause();
         setTimeout(() => {
@@ -116,6 +134,11 @@ export class TcpProxy {
         to.write(chunk);
       }
     });
+  }
+
+  private release(pair: Pair, to: net.Socket, dir: Direction): void {
+    const chunks = pair.held[dir].splice(0);
+    for (const chunk of chunks) if (!to.destroyed) to.write(chunk);
   }
 
   private drop(pair: Pair): void {
