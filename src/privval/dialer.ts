@@ -9,6 +9,11 @@
  *
  * Logging is by state change, never per retry: one line per connect and per disconnect, one line
  * when dialing starts to fail, then a summary at most every 60 s while it keeps failing.
+ *
+ * A node accepts one signer connection at a time, so a KMS node that holds it but can serve
+ * nothing (a cluster node cut from etcd and from the leader) would keep that validator from
+ * signing for as long as it is cut off: {@link ValidatorDialer.yieldLink} lets the connection go
+ * and stays away for a while, and the node takes the next signer that dials it.
  */
 
 import { EventEmitter } from 'node:events';
@@ -85,6 +90,8 @@ export class ValidatorDialer extends EventEmitter<DialerEvents> {
   /** Failed dials since the last success, and when the last failure line was logged. */
   private failures = 0;
   private lastFailureLogAt = 0;
+  /** set by yieldLink: why the connection is being let go, and no re-dial before `until` (ms) */
+  private yielding: { why: string; until: number } | undefined;
 
   constructor(private readonly opts: DialerOptions) {
     super();
@@ -131,13 +138,27 @@ export class ValidatorDialer extends EventEmitter<DialerEvents> {
     this.loop = undefined;
   }
 
+  /**
+   * Lets the current connection go (the request in flight, if any, is not answered: the node
+   * re-sends it to the next signer) and re-dials no sooner than `holdOffMs` from now, so that
+   * another signer waiting on the node gets the connection. Does nothing while not connected.
+   */
+  yieldLink(holdOffMs: number, why: string): void {
+    if (!this.isConnected || !this.running) return;
+    this.yielding = { why, until: performance.now() + holdOffMs };
+    this.stream?.destroy();
+    this.socket?.destroy();
+  }
+
   private async run(): Promise<void> {
     let delay = this.backoff.initialMs;
     while (this.running) {
       const established = await this.connectAndServe();
       if (!this.running) break;
       if (established) delay = this.backoff.initialMs;
-      await this.sleep(delay);
+      const holdOff = this.yielding === undefined ? 0 : this.yielding.until - performance.now();
+      this.yielding = undefined;
+      await this.sleep(Math.max(delay, holdOff));
       if (!established) delay = Math.min(delay * 2, this.backoff.maxMs);
     }
   }
@@ -184,10 +205,17 @@ export class ValidatorDialer extends EventEmitter<DialerEvents> {
     this.socket = undefined;
     if (end.error) this.lastError = end.error.message;
     const stopping = !this.running;
-    this.log[stopping ? 'info' : 'warn'](
-      { reason: stopping ? 'stopped' : end.reason, err: end.error, requests: end.requests },
-      'disconnected from validator',
-    );
+    if (this.yielding !== undefined && !stopping) {
+      this.log.warn(
+        { reason: 'yielded', why: this.yielding.why, requests: end.requests },
+        'let the validator connection go, for a signer that can serve it',
+      );
+    } else {
+      this.log[stopping ? 'info' : 'warn'](
+        { reason: stopping ? 'stopped' : end.reason, err: end.error, requests: end.requests },
+        'disconnected from validator',
+      );
+    }
     this.emit('disconnect', {
       addr: this.addr,
       reason: end.reason,

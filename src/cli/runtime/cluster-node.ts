@@ -473,7 +473,7 @@ export class ClusterNode implements AdminRuntime {
             `${request.kind === 'signProposalRequest' ? 'proposal' : 'vote'} refused by the leader`,
           ),
       });
-      c.validators.push(...createDialers(c.config, handler, identity, this.metrics, this.log));
+      c.validators.push(...createDialers(c.config, handler, identity, this.metrics, this.log, true));
     }
     for (const c of this.chains) for (const v of c.validators) v.dialer.start();
   }

@@ -11,6 +11,7 @@ import { doubleSignReason, type Metrics } from '../../admin/metrics.ts';
 import type { AdminRuntime } from '../../admin/runtime-view.ts';
 import type { AdminServer } from '../../admin/server.ts';
 import type { ChainStatus, HsmStatus } from '../../admin/types.ts';
+import { STUCK_LINK_HOLD_OFF_MS, YieldWhenStuck } from '../../cluster/stuck-link.ts';
 import { toHexUpper, validatorAddress } from '../../cometbft/keys.ts';
 import { type HRS, type PubKey, Step } from '../../cometbft/types.ts';
 import type { ChainSection, Config } from '../../config/types.ts';
@@ -222,7 +223,8 @@ export interface ValidatorLink {
 
 /**
  * One (not yet started) dialer per `[[chain.validator]]` of `chain`, answering with `handler`,
- * with its link state and reconnects reported to `metrics`.
+ * with its link state and reconnects reported to `metrics`. With `yieldWhenStuck` (cluster
+ * mode), a connection on which this node can serve nothing is let go (src/cluster/stuck-link.ts).
  */
 export function createDialers(
   chain: ChainSection,
@@ -230,13 +232,21 @@ export function createDialers(
   identity: TransportIdentity,
   metrics: Metrics,
   log: pino.Logger,
+  yieldWhenStuck = false,
 ): ValidatorLink[] {
   return chain.validators.map((v) => {
-    const dialer = new ValidatorDialer({
+    let dialer: ValidatorDialer | undefined;
+    const served = yieldWhenStuck
+      ? new YieldWhenStuck(handler, {
+          now: () => performance.now(),
+          onStuck: (why) => dialer?.yieldLink(STUCK_LINK_HOLD_OFF_MS, why),
+        })
+      : handler;
+    dialer = new ValidatorDialer({
       addr: v.addr,
       version: chain.protocol,
       identity,
-      handler,
+      handler: served,
       logger: log.child({ chainId: chain.id }),
       stages: metrics.stages,
     });

@@ -6,8 +6,11 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { ed25519 } from '@noble/curves/ed25519.js';
 import pino from 'pino';
+import { STUCK_LINK_HOLD_OFF_MS, YieldWhenStuck } from '../../../src/cluster/stuck-link.ts';
+import { tryAgain } from '../../../src/cometbft/replies.ts';
 import { PROTOCOL_VERSIONS, type ProtocolVersion } from '../../../src/cometbft/types.ts';
 import { ValidatorDialer } from '../../../src/privval/dialer.ts';
+import type { RequestHandler } from '../../../src/privval/handler.ts';
 import { nodeIdFromPubKey, type TransportIdentity } from '../../../src/privval/identity.ts';
 import { InMemorySigningHandler } from '../../../src/privval/memory-handler.ts';
 import { SignRecord } from '../../../src/simulator/sign-record.ts';
@@ -178,4 +181,63 @@ describe('dialer ↔ simulator with the in-memory handler', () => {
       await Promise.all(sims.map((s) => s.close()));
     }
   });
+
+  it('a signer that can only answer "try again" lets the connection go to one that can sign', async () => {
+    const version: ProtocolVersion = 'v0.38';
+    const signer = memoryHandler(version);
+    // Like a cluster node cut from etcd and from the leader: it holds the connection, knows the
+    // public key, and can sign nothing.
+    const cutOff: RequestHandler = {
+      handle: (req) =>
+        req.kind === 'signVoteRequest' || req.kind === 'signProposalRequest'
+          ? Promise.resolve(tryAgain())
+          : signer.handle(req),
+    };
+    const sim = new ValidatorSimulator({
+      listen: 'tcp://127.0.0.1:0',
+      chainId: CHAIN,
+      protocol: version,
+      blockTimeMs: 0,
+      heights: 4,
+      seed: 11,
+      // one request is re-sent for 4 s: longer than the 2 s after which a stuck signer yields
+      retry: { attempts: 40, delayMs: 100 },
+      logger,
+    });
+    const addr = await sim.listen();
+    let stuck: ValidatorDialer | undefined;
+    const yielding = new YieldWhenStuck(cutOff, {
+      now: () => performance.now(),
+      onStuck: (why) => stuck?.yieldLink(STUCK_LINK_HOLD_OFF_MS, why),
+    });
+    stuck = new ValidatorDialer({ addr, version, identity: identity(), handler: yielding, logger });
+    const able = new ValidatorDialer({ addr, version, identity: identity(), handler: signer, logger });
+    const running = sim.run();
+    stuck.start();
+    await until(() => stuck?.connected === true, 5_000);
+    able.start();
+    try {
+      const summary = await running;
+      assert.equal(summary.unanswered, 0, summary.problems.join('; '));
+      assert.equal(summary.heightsCompleted, 4);
+      assert.ok(summary.signed >= 8, `signed ${summary.signed}`);
+      assert.ok(
+        summary.emptyReplies > 0,
+        'the first signer did hold the connection and answered "try again"',
+      );
+      assert.equal(able.connected, true);
+      assert.equal(stuck.status.connects, 1);
+    } finally {
+      await Promise.all([stuck.stop(), able.stop()]);
+      await sim.close();
+    }
+  });
 });
+
+async function until(cond: () => boolean, ms: number): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error('timed out');
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
