@@ -2,7 +2,8 @@
  * The chaos harness's etcd faults must leave the cluster whole once healed, or a later round
  * fails for the harness's sake (issue 12: a member wiped right after another one restarted was
  * refused re-adding as "etcdserver: unhealthy cluster", stayed out of the membership, and the
- * next quorum loss could never heal). Real etcd members on 127.0.0.1.
+ * next quorum loss could never heal). Real etcd members on 127.0.0.1; partitions between them
+ * go through the bed's per-pair proxies.
  */
 import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -30,6 +31,21 @@ describe('chaos harness: etcd bed heals whole', () => {
     await etcd.kill(2);
     await etcd.restart(2);
     await etcd.wipeMember(0);
+    assert.deepEqual(await etcd.untilWhole(30_000), []);
+  });
+
+  it('cuts a member from the others through the pair proxies, and heals whole', async () => {
+    const leader = await etcd.raftLeader();
+    assert.ok(leader >= 0);
+    const others = [0, 1, 2].filter((i) => i !== leader);
+    for (const b of others) for (const p of etcd.pairProxies(leader, b)) p.mode = { kind: 'blocked' };
+    // The two others elect a leader of their own; the cut one cannot serve a linearizable read.
+    const deadline = Date.now() + 10_000;
+    let now = await etcd.raftLeader(1_000);
+    while ((now === leader || now < 0) && Date.now() < deadline) now = await etcd.raftLeader(1_000);
+    assert.ok(others.includes(now), `a new Raft leader among m${others.join(', m')} (got ${now})`);
+    assert.deepEqual(await etcd.untilWhole(0), [`m${leader} not healthy`]);
+    for (const b of others) for (const p of etcd.pairProxies(leader, b)) p.heal();
     assert.deepEqual(await etcd.untilWhole(30_000), []);
   });
 

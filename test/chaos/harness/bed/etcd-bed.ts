@@ -1,24 +1,61 @@
 /**
  * The chaos run's etcd cluster: real members on 127.0.0.1 (data on tmpfs), started once per run,
  * with every fault the harness inflicts on it: kill or freeze a member, wipe one member and
- * re-add it, wipe the whole store, snapshot and restore an older snapshot. Only the PIDs started
- * here are ever signalled; data dirs live under the run directory.
+ * re-add it, wipe the whole store, snapshot and restore an older snapshot, and cut members
+ * apart. Only the PIDs started here are ever signalled; data dirs live under the run directory.
+ *
+ * Partitions between members: a member advertises one peer URL to all the others, so a proxy in
+ * front of it cannot tell which peer a connection comes from. The peer URLs therefore name hosts
+ * (`m1.etcd.chaos:<port>`), and each member runs in its own mount namespace (`unshare -m`) with
+ * its own /etc/hosts bound over the system's: there, every other member's name points to a
+ * loopback address of its own (127.0.<10+from>.<10+to>), where a proxy for exactly that ordered
+ * pair listens and forwards to the member. Cutting a pair is cutting its two proxies. Nothing
+ * leaves the loopback interface, and the machine's own /etc/hosts is never touched.
  */
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
-import { mkdirSync, rmSync } from 'node:fs';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { freeLoopbackPort } from '../../../../src/cluster/etcd-launcher.ts';
+import { TcpProxy } from '../net/proxy.ts';
 
 const run = promisify(execFile);
 
 interface Member {
   name: string;
   clientUrl: string;
+  /** as advertised: `http://<name>.etcd.chaos:<peerPort>` */
   peerUrl: string;
+  peerPort: number;
   dataDir: string;
+  /** this member's /etc/hosts, bound over the system's in its own mount namespace */
+  hostsFile: string;
   proc: ChildProcess | undefined;
   paused: boolean;
+}
+
+/** The loopback address on which member `from` reaches member `to` (through their proxy). */
+const pairAddress = (from: number, to: number): string => `127.0.${10 + from}.${10 + to}`;
+
+/**
+ * `cmd args` in a mount namespace of its own where `hostsFile` is /etc/hosts. Both `unshare`
+ * (without --fork) and the shell exec, so the PID is the command's own.
+ */
+function withHosts(hostsFile: string, cmd: string, args: string[]): [string, string[]] {
+  return [
+    'unshare',
+    [
+      '--mount',
+      '--propagation',
+      'private',
+      'sh',
+      '-c',
+      'mount --bind "$0" /etc/hosts && exec "$@"',
+      hostsFile,
+      cmd,
+      ...args,
+    ],
+  ];
 }
 
 /** How long the membership changes of one wipe are retried while etcd refuses them as unsafe. */
@@ -36,11 +73,16 @@ export class EtcdBed {
   private token: string;
   private generation = 0;
 
+  /** `peers[from][to]`: the proxy member `from` reaches member `to` through (none on the diagonal) */
+  private readonly peers: Array<Array<TcpProxy | undefined>>;
+
   private constructor(
     readonly dir: string,
     private readonly members: Member[],
+    peers: Array<Array<TcpProxy | undefined>>,
   ) {
     this.token = `chaos-${process.pid}-${Date.now()}`;
+    this.peers = peers;
   }
 
   /** Starts `n` members under `dir` (created; on tmpfs when possible) and waits until healthy. */
@@ -48,16 +90,38 @@ export class EtcdBed {
     mkdirSync(dir, { recursive: true });
     const members: Member[] = [];
     for (let i = 0; i < n; i++) {
+      const peerPort = await freeLoopbackPort();
       members.push({
         name: `m${i}`,
         clientUrl: `http://127.0.0.1:${await freeLoopbackPort()}`,
-        peerUrl: `http://127.0.0.1:${await freeLoopbackPort()}`,
+        peerUrl: `http://m${i}.etcd.chaos:${peerPort}`,
+        peerPort,
         dataDir: join(dir, `m${i}`),
+        hostsFile: join(dir, `hosts-m${i}`),
         proc: undefined,
         paused: false,
       });
     }
-    const bed = new EtcdBed(dir, members);
+    const peers: Array<Array<TcpProxy | undefined>> = [];
+    for (let from = 0; from < n; from++) {
+      const row: Array<TcpProxy | undefined> = [];
+      for (let to = 0; to < n; to++) {
+        row.push(
+          from === to
+            ? undefined
+            : await TcpProxy.start(`etcd m${from}→m${to}`, `127.0.0.1:${members[to]!.peerPort}`, {
+                host: pairAddress(from, to),
+                port: members[to]!.peerPort,
+              }),
+        );
+      }
+      peers.push(row);
+      const names = members.map(
+        (m, to) => `${to === from ? '127.0.0.1' : pairAddress(from, to)} ${m.name}.etcd.chaos`,
+      );
+      writeFileSync(members[from]!.hostsFile, ['127.0.0.1 localhost', ...names, ''].join('\n'));
+    }
+    const bed = new EtcdBed(dir, members, peers);
     for (let i = 0; i < n; i++) bed.spawn(i, 'new');
     await bed.waitHealthy(
       members.map((_, i) => i),
@@ -88,27 +152,32 @@ export class EtcdBed {
     return this.members.map((m) => `${m.name}=${m.peerUrl}`).join(',');
   }
 
+  /**
+   * The proxies that carry member `a`'s traffic with member `b` (`a` dialing `b`, and `b`
+   * dialing `a`); a Raft peer connection runs each way, and each carries both directions.
+   */
+  pairProxies(a: number, b: number): TcpProxy[] {
+    return [this.peers[a]![b]!, this.peers[b]![a]!];
+  }
+
   private spawn(i: number, state: 'new' | 'existing'): void {
     const m = this.members[i]!;
-    const proc = spawn(
-      'etcd',
-      [
-        `--name=${m.name}`,
-        `--data-dir=${m.dataDir}`,
-        `--listen-client-urls=${m.clientUrl}`,
-        `--advertise-client-urls=${m.clientUrl}`,
-        `--listen-peer-urls=${m.peerUrl}`,
-        `--initial-advertise-peer-urls=${m.peerUrl}`,
-        `--initial-cluster=${this.initialCluster()}`,
-        `--initial-cluster-state=${state}`,
-        `--initial-cluster-token=${this.token}`,
-        '--heartbeat-interval=50',
-        '--election-timeout=500',
-        '--logger=zap',
-        '--log-level=error',
-      ],
-      { stdio: ['ignore', 'ignore', 'ignore'] },
-    );
+    const [cmd, args] = withHosts(m.hostsFile, 'etcd', [
+      `--name=${m.name}`,
+      `--data-dir=${m.dataDir}`,
+      `--listen-client-urls=${m.clientUrl}`,
+      `--advertise-client-urls=${m.clientUrl}`,
+      `--listen-peer-urls=http://127.0.0.1:${m.peerPort}`,
+      `--initial-advertise-peer-urls=${m.peerUrl}`,
+      `--initial-cluster=${this.initialCluster()}`,
+      `--initial-cluster-state=${state}`,
+      `--initial-cluster-token=${this.token}`,
+      '--heartbeat-interval=50',
+      '--election-timeout=500',
+      '--logger=zap',
+      '--log-level=error',
+    ]);
+    const proc = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'ignore'] });
     liveProcs.add(proc);
     proc.once('exit', () => liveProcs.delete(proc));
     m.proc = proc;
@@ -312,20 +381,18 @@ export class EtcdBed {
     this.token = `chaos-${process.pid}-${Date.now()}-${++this.generation}`;
     for (const m of this.members) {
       rmSync(m.dataDir, { recursive: true, force: true });
-      await run(
-        'etcdctl',
-        [
-          'snapshot',
-          'restore',
-          file,
-          `--name=${m.name}`,
-          `--data-dir=${m.dataDir}`,
-          `--initial-cluster=${this.initialCluster()}`,
-          `--initial-cluster-token=${this.token}`,
-          `--initial-advertise-peer-urls=${m.peerUrl}`,
-        ],
-        { timeout: 20_000 },
-      );
+      // in the member's own hosts view: the restore resolves the peer URLs it checks
+      const [cmd, args] = withHosts(m.hostsFile, 'etcdctl', [
+        'snapshot',
+        'restore',
+        file,
+        `--name=${m.name}`,
+        `--data-dir=${m.dataDir}`,
+        `--initial-cluster=${this.initialCluster()}`,
+        `--initial-cluster-token=${this.token}`,
+        `--initial-advertise-peer-urls=${m.peerUrl}`,
+      ]);
+      await run(cmd, args, { timeout: 20_000 });
     }
     for (let i = 0; i < this.members.length; i++) this.spawn(i, 'new');
     await this.waitHealthy(
@@ -334,9 +401,10 @@ export class EtcdBed {
     );
   }
 
-  /** Kills every member and removes the data. */
+  /** Kills every member, closes the peer proxies and removes the data. */
   async stop(): Promise<void> {
     await Promise.all(this.members.map((_, i) => this.kill(i)));
+    await Promise.all(this.peers.flat().map((p) => p?.close()));
     rmSync(this.dir, { recursive: true, force: true });
   }
 

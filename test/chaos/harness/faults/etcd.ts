@@ -1,7 +1,9 @@
 /**
  * etcd faults: a member or the Raft leader killed or frozen, quorum lost and back, a member
- * wiped and re-added, and the two that lose state — the whole store wiped, and a restore from an
- * older snapshot — after which the harness does the operator's documented recovery.
+ * wiped and re-added, members cut apart (one member, often the Raft leader, from all the others,
+ * or one pair; both ways or one way), and the two that lose state — the whole store wiped, and a
+ * restore from an older snapshot — after which the harness does the operator's documented
+ * recovery.
  */
 import { join } from 'node:path';
 import type { EtcdBed } from '../bed/etcd-bed.ts';
@@ -40,7 +42,44 @@ const memberKind = (name: string, raftLeader: boolean, how: 'kill' | 'stop'): Fa
   },
 });
 
+/**
+ * Cuts member `a` from member `b` through their two pair proxies: both ways, or one way (what
+ * `a` sends to `b` is held, on `a`'s connections to `b` and on `b`'s connections to `a`).
+ */
+function cutPair(etcd: EtcdBed, a: number, b: number, oneWay: boolean): void {
+  const [aToB, bToA] = etcd.pairProxies(a, b);
+  aToB!.mode = oneWay ? { kind: 'oneway', held: 'toTarget' } : { kind: 'blocked' };
+  bToA!.mode = oneWay ? { kind: 'oneway', held: 'toClient' } : { kind: 'blocked' };
+}
+
+const etcdPartition: FaultKind = {
+  name: 'etcd-partition',
+  modes: ['cluster'],
+  layer: 'etcd',
+  dwellMs: 2_500,
+  async inject(ctx) {
+    const etcd = etcdOf(ctx);
+    const oneWay = ctx.rng.chance(0.3);
+    const how = oneWay ? 'one way' : 'both ways';
+    const a = await target(ctx, ctx.rng.chance(0.5));
+    const others = Array.from({ length: etcd.size }, (_, j) => j).filter((j) => j !== a);
+    const isolate = ctx.rng.chance(0.6);
+    const cut = isolate ? others : [others[ctx.rng.int(others.length)]!];
+    for (const b of cut) cutPair(etcd, a, b, oneWay);
+    const heal = async (): Promise<void> => {
+      for (const b of cut) for (const p of etcd.pairProxies(a, b)) p.heal();
+    };
+    return {
+      detail: isolate
+        ? `etcd m${a} cut from the other members (${how})`
+        : `etcd m${a} ↔ m${cut[0]} cut (${how}${oneWay ? `: m${a}'s messages held` : ''})`,
+      heal,
+    };
+  },
+};
+
 export const etcdFaults: FaultKind[] = [
+  etcdPartition,
   memberKind('etcd-kill-member', false, 'kill'),
   memberKind('etcd-kill-raft-leader', true, 'kill'),
   memberKind('etcd-stop-member', false, 'stop'),

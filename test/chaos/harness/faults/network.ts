@@ -1,8 +1,8 @@
 /**
  * Network faults, through the harness's TCP proxies: a KMS node cut from etcd, followers cut from
  * the leader's forward port, a validator cut from a KMS node — each both ways or one way — and
- * added delay. etcd member-to-member partitions are not among them: a member advertises one peer
- * URL to all others, so a proxy cannot tell the peers apart (that needs network namespaces).
+ * added delay. Partitions between etcd members are etcd faults (faults/etcd.ts), through the
+ * etcd bed's per-pair proxies.
  */
 import type { TcpProxy } from '../net/proxy.ts';
 import { leaderNode } from './common.ts';

@@ -45,15 +45,22 @@ export class TcpProxy {
     private readonly targetPort: number,
   ) {}
 
-  /** Starts a proxy on 127.0.0.1 (random port) to `target` ("host:port"). */
-  static async start(name: string, target: string): Promise<TcpProxy> {
+  /**
+   * Starts a proxy to `target` ("host:port") on `listen` (default: 127.0.0.1, a random port;
+   * the chaos etcd bed gives each pair of members its own loopback address).
+   */
+  static async start(
+    name: string,
+    target: string,
+    listen: { host: string; port: number } = { host: '127.0.0.1', port: 0 },
+  ): Promise<TcpProxy> {
     const i = target.lastIndexOf(':');
     const p = new TcpProxy(name, target.slice(0, i), Number(target.slice(i + 1)));
     const server = net.createServer((c) => p.accept(c));
     server.on('error', () => {});
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
-      server.listen(0, '127.0.0.1', () => resolve());
+      server.listen(listen.port, listen.host, () => resolve());
     });
     p.server = server;
     return p;
@@ -67,7 +74,10 @@ export class TcpProxy {
   }
 
   get address(): string {
-    return `127.0.0.1:${this.port}`;
+    const a = this.server?.address();
+    if (a === null || a === undefined || typeof a === 'string')
+      throw new Error(`proxy ${this.name} is closed`);
+    return `${a.address}:${a.port}`;
   }
 
   get mode(): ProxyMode {
