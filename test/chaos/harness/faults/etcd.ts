@@ -60,7 +60,6 @@ const etcdPartition: FaultKind = {
   async inject(ctx) {
     const etcd = etcdOf(ctx);
     const oneWay = ctx.rng.chance(0.3);
-    const how = oneWay ? 'one way' : 'both ways';
     const a = await target(ctx, ctx.rng.chance(0.5));
     const others = Array.from({ length: etcd.size }, (_, j) => j).filter((j) => j !== a);
     const isolate = ctx.rng.chance(0.6);
@@ -69,10 +68,11 @@ const etcdPartition: FaultKind = {
     const heal = async (): Promise<void> => {
       for (const b of cut) for (const p of etcd.pairProxies(a, b)) p.heal();
     };
+    const how = oneWay ? `one way: m${a}'s messages held` : 'both ways';
     return {
       detail: isolate
         ? `etcd m${a} cut from the other members (${how})`
-        : `etcd m${a} ↔ m${cut[0]} cut (${how}${oneWay ? `: m${a}'s messages held` : ''})`,
+        : `etcd m${a} ↔ m${cut[0]} cut (${how})`,
       heal,
     };
   },
