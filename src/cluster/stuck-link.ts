@@ -45,6 +45,11 @@ export class YieldWhenStuck implements RequestHandler {
     this.#stuckAfterMs = options.stuckAfterMs ?? STUCK_LINK_AFTER_MS;
   }
 
+  /** A new connection starts with a clean count (a spell on the last one says nothing of it). */
+  reset(): void {
+    this.#retryingSince = undefined;
+  }
+
   async handle(request: PrivvalMessage, ctx?: RequestContext): Promise<PrivvalMessage> {
     const reply = await this.#inner.handle(request, ctx);
     if (request.kind !== 'signVoteRequest' && request.kind !== 'signProposalRequest') return reply;

@@ -236,21 +236,22 @@ export function createDialers(
 ): ValidatorLink[] {
   return chain.validators.map((v) => {
     let dialer: ValidatorDialer | undefined;
-    const served = yieldWhenStuck
+    const stuck = yieldWhenStuck
       ? new YieldWhenStuck(handler, {
           now: () => performance.now(),
           onStuck: (why) => dialer?.yieldLink(STUCK_LINK_HOLD_OFF_MS, why),
         })
-      : handler;
+      : undefined;
     dialer = new ValidatorDialer({
       addr: v.addr,
       version: chain.protocol,
       identity,
-      handler: served,
+      handler: stuck ?? handler,
       logger: log.child({ chainId: chain.id }),
       stages: metrics.stages,
     });
     dialer.on('connect', () => {
+      stuck?.reset();
       metrics.validatorConnected(chain.id, v.addr, true);
       if (dialer.status.connects > 1) metrics.validatorReconnect(chain.id, v.addr);
     });

@@ -22,6 +22,7 @@ function rig(stuckAfterMs = 2_000) {
   const h = new YieldWhenStuck(inner, { now: () => now, stuckAfterMs, onStuck: (why) => stuck.push(why) });
   return {
     stuck,
+    reset: () => h.reset(),
     answer(m: PrivvalMessage) {
       next = m;
     },
@@ -71,6 +72,17 @@ describe('YieldWhenStuck', () => {
     await r.at(2_100, pubKey);
     assert.equal(r.stuck.length, 0, 'only signing requests can be stuck');
     await r.at(2_100);
+    assert.equal(r.stuck.length, 1);
+  });
+
+  it('a new connection starts with a clean count', async () => {
+    const r = rig();
+    await r.at(0);
+    r.reset();
+    await r.at(1_500);
+    await r.at(3_000);
+    assert.equal(r.stuck.length, 0, '1.5 s of "try again" on the new connection');
+    await r.at(3_500);
     assert.equal(r.stuck.length, 1);
   });
 });
