@@ -18,7 +18,8 @@ import type {
 } from '../src/ports/etcd.ts';
 import type { Owner, Scheduler } from './scheduler.ts';
 
-interface Entry {
+/** One key as etcd keeps it. Shared with test/helpers/memory-etcd.ts, like the rules below. */
+export interface Entry {
   value: Buffer;
   createRev: number;
   modRev: number;
@@ -62,7 +63,26 @@ const MEMBERS = 3;
 const SNAPSHOT_EVERY = 40;
 const SNAPSHOTS_KEPT = 8;
 
-function toKv(key: string, e: Entry): EtcdKv {
+/** Whether compare `c` holds for `e`, the entry at `c.key` (undefined: no such key). */
+export function compareHolds(c: EtcdCompare, e: Entry | undefined): boolean {
+  switch (c.target) {
+    case 'value':
+      return e?.value.equals(c.value) ?? false;
+    case 'create':
+      return String(e?.createRev ?? 0) === c.revision;
+    case 'mod':
+      return String(e?.modRev ?? 0) === c.revision;
+    case 'lease':
+      return (e?.lease ?? '0') === c.lease;
+  }
+}
+
+/** The entry a put at revision `rev` leaves over `old` (its create revision stays). */
+export function putEntry(old: Entry | undefined, value: Buffer, lease: string, rev: number): Entry {
+  return { value, createRev: old?.createRev ?? rev, modRev: rev, lease };
+}
+
+export function toKv(key: string, e: Entry): EtcdKv {
   return {
     key,
     value: e.value,
@@ -117,7 +137,7 @@ export class EtcdModel {
   // --- operations, each applied atomically at one point of simulated time ---
 
   txn(txn: EtcdTxn, writer: Writer | undefined): EtcdTxnResult {
-    const succeeded = txn.compare.every((c) => this.#holds(c));
+    const succeeded = txn.compare.every((c) => compareHolds(c, this.#kvs.get(c.key)));
     const ops = succeeded ? txn.success : txn.failure;
     const ranges: Array<EtcdKv | undefined> = [];
     const writes = ops.filter((o) => o.op !== 'range');
@@ -227,20 +247,6 @@ export class EtcdModel {
 
   // --- internals ---
 
-  #holds(c: EtcdCompare): boolean {
-    const e = this.#kvs.get(c.key);
-    switch (c.target) {
-      case 'value':
-        return e?.value.equals(c.value) ?? false;
-      case 'create':
-        return String(e?.createRev ?? 0) === c.revision;
-      case 'mod':
-        return String(e?.modRev ?? 0) === c.revision;
-      case 'lease':
-        return (e?.lease ?? '0') === c.lease;
-    }
-  }
-
   #write(o: EtcdOp, rev: number): EtcdKv | undefined {
     if (o.op === 'delete') {
       this.#kvs.delete(o.key);
@@ -249,8 +255,7 @@ export class EtcdModel {
     if (o.op !== 'put') return undefined;
     const lease = o.lease ?? '0';
     if (lease !== '0' && !this.#leases.has(lease)) throw new Error('etcdserver: requested lease not found');
-    const old = this.#kvs.get(o.key);
-    const e: Entry = { value: o.value, createRev: old?.createRev ?? rev, modRev: rev, lease };
+    const e = putEntry(this.#kvs.get(o.key), o.value, lease, rev);
     this.#kvs.set(o.key, e);
     return toKv(o.key, e);
   }

@@ -5,10 +5,11 @@
  * them one at a time, change keys behind the caller's back meanwhile, or fail a call.
  *
  * Only what the sign-state store uses is modelled beyond the basics: watches are not (the
- * deterministic simulator's etcd model, sim/etcd-model.ts, is the full one).
+ * deterministic simulator's etcd model, sim/etcd-model.ts, is the full one; the compare and put
+ * rules are its own, shared).
  */
+import { compareHolds, type Entry, putEntry, toKv } from '../../sim/etcd-model.ts';
 import type {
-  EtcdCompare,
   EtcdKv,
   EtcdOp,
   EtcdPort,
@@ -17,13 +18,6 @@ import type {
   EtcdWatch,
   KeepaliveAnswer,
 } from '../../src/ports/etcd.ts';
-
-interface Entry {
-  value: Buffer;
-  createRevision: number;
-  modRevision: number;
-  lease: string;
-}
 
 /** A transaction waiting at the gate. */
 interface Parked {
@@ -142,7 +136,7 @@ export class MemoryEtcd implements EtcdPort {
 
   /** Applies `txn` atomically at one revision (as etcd does), now. */
   apply(txn: EtcdTxn): EtcdTxnResult {
-    const succeeded = txn.compare.every((c) => this.#holds(c));
+    const succeeded = txn.compare.every((c) => compareHolds(c, this.#kvs.get(c.key)));
     const ops = succeeded ? txn.success : txn.failure;
     const writes = ops.filter((o) => o.op !== 'range');
     const rev = writes.length > 0 ? ++this.#revision : this.#revision;
@@ -154,41 +148,8 @@ export class MemoryEtcd implements EtcdPort {
     return { succeeded, revision: String(rev), ranges };
   }
 
-  #holds(c: EtcdCompare): boolean {
-    const e = this.#kvs.get(c.key);
-    switch (c.target) {
-      case 'value':
-        return e?.value.equals(c.value) === true;
-      case 'create':
-        return String(e?.createRevision ?? 0) === c.revision;
-      case 'mod':
-        return String(e?.modRevision ?? 0) === c.revision;
-      case 'lease':
-        return (e?.lease ?? '0') === c.lease;
-    }
-  }
-
   #write(o: Exclude<EtcdOp, { op: 'range' }>, rev: number): void {
-    if (o.op === 'delete') {
-      this.#kvs.delete(o.key);
-      return;
-    }
-    const prev = this.#kvs.get(o.key);
-    this.#kvs.set(o.key, {
-      value: Buffer.from(o.value),
-      createRevision: prev?.createRevision ?? rev,
-      modRevision: rev,
-      lease: o.lease ?? '0',
-    });
+    if (o.op === 'delete') this.#kvs.delete(o.key);
+    else this.#kvs.set(o.key, putEntry(this.#kvs.get(o.key), Buffer.from(o.value), o.lease ?? '0', rev));
   }
-}
-
-function toKv(key: string, e: Entry): EtcdKv {
-  return {
-    key,
-    value: e.value,
-    createRevision: String(e.createRevision),
-    modRevision: String(e.modRevision),
-    lease: e.lease,
-  };
 }
