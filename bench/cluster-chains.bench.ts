@@ -28,11 +28,12 @@ import { openHsm } from '../src/pkcs11/hsm.ts';
 import { acquireModule, releaseModule } from '../src/pkcs11/module.ts';
 import { initSoftHsmToken, randomPin, SOFTHSM_MODULE } from '../src/pkcs11/softhsm.ts';
 import { Etcd3Port } from '../src/ports/etcd3.ts';
-import { type SimulationSummary, ValidatorSimulator } from '../src/simulator/simulator.ts';
+import type { SimulationSummary } from '../src/simulator/simulator.ts';
 import { encodeSignState, etcdKeys, fencingCompares } from '../src/store/etcd.ts';
 import { freshSignState } from '../src/store/types.ts';
 import { type KmsCluster, startKmsCluster, waitFor } from '../test/helpers/kms-cluster.ts';
 import { bareSigner } from './pkcs11.bench.ts';
+import { chainSimulator, sequentialSimulator } from './simulators.ts';
 import type { BenchResult } from './types.ts';
 
 const BLOCK_TIME_MS = 1000;
@@ -222,20 +223,10 @@ async function txnFloor(endpoints: string[]): Promise<number[]> {
 
 /** One chain, sequential requests over tcp, and its floor in the same run. */
 export async function benchSingleChain(): Promise<BenchResult[]> {
-  const sim = new ValidatorSimulator({
+  const sim = sequentialSimulator({
     listen: 'tcp://127.0.0.1:0',
     chainId: 'bench-floor-1',
-    protocol: 'v0.38',
-    blockTimeMs: 0,
     heights: SINGLE_HEIGHTS,
-    startHeight: 1n,
-    proposerEvery: 1,
-    nilVoteRate: 0,
-    roundChangeRate: 0,
-    retryRate: 0,
-    extensions: false,
-    seed: 1,
-    connectTimeoutMs: 60_000,
   });
   const addr = await sim.listen();
   let cluster: KmsCluster | undefined;
@@ -310,24 +301,6 @@ export async function benchSingleChain(): Promise<BenchResult[]> {
   }
 }
 
-function chainSimulator(chainId: string, sock: string, seed: number, heights: number): ValidatorSimulator {
-  return new ValidatorSimulator({
-    listen: `unix://${sock}`,
-    chainId,
-    protocol: 'v0.38',
-    blockTimeMs: BLOCK_TIME_MS,
-    heights,
-    startHeight: 1n,
-    proposerEvery: 4,
-    nilVoteRate: 0.05,
-    roundChangeRate: 0.05,
-    retryRate: 0.05,
-    extensions: true,
-    seed,
-    connectTimeoutMs: 120_000,
-  });
-}
-
 /** `chains` chains at 1 s blocks with extensions on one cluster. */
 export async function benchChains(chains: number): Promise<BenchResult[]> {
   const sockDir = await mkdtemp(join(tmpdir(), `ckms-bench-chains-${chains}-`));
@@ -336,7 +309,16 @@ export async function benchChains(chains: number): Promise<BenchResult[]> {
     sock: join(sockDir, `c${i + 1}.sock`),
   }));
   const heights = WARMUP_S + MEASURE_S + 120;
-  const sims = ids.map((c, i) => chainSimulator(c.id, c.sock, i + 1, heights));
+  const sims = ids.map((c, i) =>
+    chainSimulator({
+      listen: `unix://${c.sock}`,
+      chainId: c.id,
+      blockTimeMs: BLOCK_TIME_MS,
+      heights,
+      seed: i + 1,
+      connectTimeoutMs: 120_000,
+    }),
+  );
   let cluster: KmsCluster | undefined;
   try {
     for (const sim of sims) await sim.listen();

@@ -16,10 +16,11 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { ValidatorSimulator } from '../src/simulator/simulator.ts';
+import type { ValidatorSimulator } from '../src/simulator/simulator.ts';
 import { type KmsCluster, startKmsCluster } from '../test/helpers/kms-cluster.ts';
 import { KmsHome } from '../test/helpers/kms-process.ts';
 import { timeToSignatureAfter } from './failover.bench.ts';
+import { sequentialSimulator } from './simulators.ts';
 import type { BenchResult } from './types.ts';
 
 const CHAIN = 'bench-cluster-1';
@@ -38,21 +39,7 @@ function simulator(
   heights: number,
   blockTimeMs: number,
 ): ValidatorSimulator {
-  return new ValidatorSimulator({
-    listen,
-    chainId: CHAIN,
-    protocol: 'v0.38',
-    blockTimeMs,
-    heights,
-    startHeight,
-    proposerEvery: 1,
-    nilVoteRate: 0,
-    roundChangeRate: 0,
-    retryRate: 0,
-    extensions: false,
-    seed: 1,
-    connectTimeoutMs: 60_000,
-  });
+  return sequentialSimulator({ listen, chainId: CHAIN, heights, startHeight, blockTimeMs });
 }
 
 /** Runs the cluster benchmark; returns its results. */

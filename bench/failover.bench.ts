@@ -19,9 +19,10 @@
  */
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { ValidatorSimulator } from '../src/simulator/simulator.ts';
+import type { ValidatorSimulator } from '../src/simulator/simulator.ts';
 import { type KmsCluster, startKmsCluster, waitFor } from '../test/helpers/kms-cluster.ts';
 import { runCli } from '../test/helpers/kms-process.ts';
+import { sequentialSimulator } from './simulators.ts';
 import type { BenchResult } from './types.ts';
 
 const CHAIN = 'bench-failover-1';
@@ -115,20 +116,11 @@ async function leaderBesidesHolder(c: KmsCluster): Promise<number> {
 
 /** Runs the failover benchmark; returns its results. */
 export async function benchFailover(): Promise<BenchResult[]> {
-  const sim = new ValidatorSimulator({
+  const sim = sequentialSimulator({
     listen: 'tcp://127.0.0.1:0',
     chainId: CHAIN,
-    protocol: 'v0.38',
     blockTimeMs: 5,
     heights: 10_000_000,
-    startHeight: 1n,
-    proposerEvery: 1,
-    nilVoteRate: 0,
-    roundChangeRate: 0,
-    retryRate: 0,
-    extensions: false,
-    seed: 1,
-    connectTimeoutMs: 60_000,
   });
   const addr = await sim.listen();
   let cluster: KmsCluster | undefined;

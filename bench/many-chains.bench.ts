@@ -15,8 +15,9 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { type SimulationSummary, ValidatorSimulator } from '../src/simulator/simulator.ts';
+import type { SimulationSummary, ValidatorSimulator } from '../src/simulator/simulator.ts';
 import { type KmsCluster, startKmsCluster, waitFor } from '../test/helpers/kms-cluster.ts';
+import { chainSimulator } from './simulators.ts';
 import type { BenchResult } from './types.ts';
 
 const CHAINS = 100;
@@ -45,20 +46,12 @@ async function rssMb(pid: number): Promise<number> {
 }
 
 function simulator(chainId: string, sock: string, seed: number): ValidatorSimulator {
-  return new ValidatorSimulator({
+  return chainSimulator({
     listen: `unix://${sock}`,
     chainId,
-    protocol: 'v0.38',
     blockTimeMs: BLOCK_TIME_MS,
     heights: HEIGHTS,
-    startHeight: 1n,
-    proposerEvery: 4,
-    nilVoteRate: 0.05,
-    roundChangeRate: 0.05,
-    retryRate: 0.05,
-    extensions: true,
     seed,
-    connectTimeoutMs: 60_000,
   });
 }
 

@@ -12,10 +12,11 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { ValidatorSimulator } from '../src/simulator/simulator.ts';
+import type { ValidatorSimulator } from '../src/simulator/simulator.ts';
 import { waitFor } from '../test/helpers/kms-cluster.ts';
 import { generateKeys, KmsHome, killAllKms } from '../test/helpers/kms-process.ts';
 import { createSoftHsmToken } from '../test/helpers/softhsm.ts';
+import { chainSimulator } from './simulators.ts';
 import type { BenchResult } from './types.ts';
 
 const KEY = 'bench-mem-ed25519';
@@ -48,20 +49,12 @@ async function measure(chains: number): Promise<{ rss: number; peak: number; hei
     await generateKeys(token, [{ label: KEY, type: 'ed25519' }]);
     const ids = Array.from({ length: chains }, (_, i) => `bench-mem-${i + 1}`);
     for (const [i, id] of ids.entries()) {
-      const sim = new ValidatorSimulator({
+      const sim = chainSimulator({
         listen: `unix://${join(sockDir, `c${i + 1}.sock`)}`,
         chainId: id,
-        protocol: 'v0.38',
         blockTimeMs: BLOCK_TIME_MS,
         heights: RUN_S + 60,
-        startHeight: 1n,
-        proposerEvery: 4,
-        nilVoteRate: 0.05,
-        roundChangeRate: 0.05,
-        retryRate: 0.05,
-        extensions: true,
         seed: i + 1,
-        connectTimeoutMs: 60_000,
       });
       sims.push(sim);
       await sim.listen();

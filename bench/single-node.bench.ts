@@ -22,11 +22,12 @@ import pkcs11js from 'pkcs11js';
 import { CKM_EDDSA } from '../src/pkcs11/constants.ts';
 import { openHsm } from '../src/pkcs11/hsm.ts';
 import { acquireModule, releaseModule, tokenLabel } from '../src/pkcs11/module.ts';
-import { type SimulationSummary, ValidatorSimulator } from '../src/simulator/simulator.ts';
+import type { SimulationSummary } from '../src/simulator/simulator.ts';
 import { STATE_DIR } from '../src/store/paths.ts';
 import { generateKeys, KmsHome, killAllKms } from '../test/helpers/kms-process.ts';
 import { createSoftHsmToken, type SoftHsmToken } from '../test/helpers/softhsm.ts';
 import { fdatasyncTimes, percentile, pingTimes, r3, scrapeStages, stageBreakdown } from './floors.ts';
+import { sequentialSimulator } from './simulators.ts';
 import type { BenchResult } from './types.ts';
 
 const CHAIN = 'bench-chain-1';
@@ -85,20 +86,12 @@ async function bareSignTimes(token: SoftHsmToken): Promise<number[]> {
 
 /** Drives `heights` heights from `startHeight` through the node's unix endpoint. */
 async function simulate(path: string, startHeight: bigint, heights: number): Promise<SimulationSummary> {
-  const sim = new ValidatorSimulator({
+  // One HSM signature per request, so the ratio compares like with like.
+  const sim = sequentialSimulator({
     listen: `unix://${path}`,
     chainId: CHAIN,
-    protocol: 'v0.38',
-    blockTimeMs: 0,
     heights,
     startHeight,
-    proposerEvery: 1,
-    nilVoteRate: 0,
-    roundChangeRate: 0,
-    retryRate: 0,
-    // One HSM signature per request, so the ratio compares like with like.
-    extensions: false,
-    seed: 1,
     connectTimeoutMs: 30_000,
   });
   try {
