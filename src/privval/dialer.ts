@@ -26,6 +26,7 @@ import { formatPrivvalAddress, type PrivvalAddress, parsePrivvalAddress } from '
 import type { RequestHandler } from './handler.ts';
 import { nodeIdFromPubKey, type TransportIdentity } from './identity.ts';
 import { secretHandshake } from './secret-connection.ts';
+import { refuseSelfConnection } from './self-connection.ts';
 import { DEFAULT_IDLE_TIMEOUT_MS, runSession, type SessionEnd } from './session.ts';
 
 /** Options of {@link ValidatorDialer}. */
@@ -241,6 +242,7 @@ export class ValidatorDialer extends EventEmitter<DialerEvents> {
       this.remoteNodeId = undefined;
       return socket;
     }
+    refuseSelfConnection(socket);
     const remaining = Math.max(1, deadline - Date.now());
     // stop() destroys the socket; the race makes that end a pending handshake at once.
     const conn = await Promise.race([
