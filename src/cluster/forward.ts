@@ -14,9 +14,10 @@
  * connection), and every forwarded request has a deadline shorter than the node's 5 s read
  * timeout, so the follower can still answer "try again" in time.
  */
-import { isIP, type Socket } from 'node:net';
+import { connect, isIP, type Socket } from 'node:net';
 import tls from 'node:tls';
 import type { PeerAddress, PeerMark, PeerMarks, PeerPort } from '../ports/peers.ts';
+import { refuseSelfConnection } from '../privval/self-connection.ts';
 import { DEFAULT_MAX_REQUEST_SIZE } from '../privval/session.ts';
 import {
   CONTROL_CHAIN_ID,
@@ -415,10 +416,22 @@ class PeerConnection {
   constructor(target: ForwardTarget, t: ForwardTls, report: ConnectionReport) {
     this.target = target;
     const { host, port } = splitHostPort(target.advertise);
+    // A dial to a peer that is down can connect to itself (src/privval/self-connection.ts);
+    // checked on the plain socket, the only one that can be reset, before TLS starts on it, so
+    // a restarting peer can bind its forward port at once.
+    const tcp = connect({ host, port });
+    tcp.once('connect', () => {
+      try {
+        refuseSelfConnection(tcp);
+      } catch (err) {
+        report.failed((err as Error).message);
+      }
+    });
     // The server certificate must chain to the cluster CA and name the advertised address
     // (node's default identity check against `host`, an IP SAN for IP addresses).
     this.#socket = tls.connect({
       ...baseTls(t),
+      socket: tcp,
       host,
       port,
       ...(isIP(host) === 0 ? { servername: host } : {}),
