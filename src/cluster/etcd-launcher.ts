@@ -10,9 +10,9 @@
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { accessSync, constants, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
+import { freeLoopbackPort } from './free-port.ts';
 
 /** One etcd member. `pid` changes on restart. */
 export interface EtcdMember {
@@ -93,19 +93,6 @@ export function findExecutable(name: string, path = process.env.PATH ?? ''): str
     }
   }
   return undefined;
-}
-
-/** A TCP port on 127.0.0.1 that was free a moment ago (the OS picks it). */
-export async function freeLoopbackPort(): Promise<number> {
-  return await new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const addr = srv.address();
-      const port = typeof addr === 'object' && addr !== null ? addr.port : 0;
-      srv.close(() => resolve(port));
-    });
-  });
 }
 
 /** Clusters not yet stopped; killed synchronously if the process exits without stopping them. */

@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { NodeStatus } from '../../src/admin/types.ts';
 import { createEtcdClients } from '../../src/cluster/etcd-client.ts';
-import { freeLoopbackPort } from '../../src/cluster/etcd-launcher.ts';
+import { freeLoopbackPort } from '../../src/cluster/free-port.ts';
 import { formatPrivValidatorKey } from '../../src/cometbft/privval-files.ts';
 import type { ProtocolVersion } from '../../src/cometbft/types.ts';
 import { CONFIG_DEFAULTS } from '../../src/config/load.ts';

@@ -9,7 +9,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { freeLoopbackPort } from '../../src/cluster/etcd-launcher.ts';
+import { freeLoopbackPort } from '../../src/cluster/free-port.ts';
 import type { NodeCertFiles } from './certs.ts';
 
 /** A running TLS etcd cluster. */

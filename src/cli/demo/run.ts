@@ -13,12 +13,8 @@ import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Writable } from 'node:stream';
-import {
-  type EtcdCluster,
-  findExecutable,
-  freeLoopbackPort,
-  launchEtcdCluster,
-} from '../../cluster/etcd-launcher.ts';
+import { type EtcdCluster, findExecutable, launchEtcdCluster } from '../../cluster/etcd-launcher.ts';
+import { freeLoopbackPort } from '../../cluster/free-port.ts';
 import { SOFTHSM_MODULE } from '../../pkcs11/softhsm.ts';
 import { type SimulationSummary, ValidatorSimulator } from '../../simulator/simulator.ts';
 import { ChildProcesses } from './children.ts';

@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type { AdminServer } from '../../../src/admin/server.ts';
-import { freeLoopbackPort } from '../../../src/cluster/etcd-launcher.ts';
+import { freeLoopbackPort } from '../../../src/cluster/free-port.ts';
 import { VERSION } from '../../../src/version.ts';
 import { freshCli } from '../../helpers/dist.ts';
 import { FakeRuntime, startTestAdminServer } from '../../unit/admin/fake-runtime.ts';

@@ -9,7 +9,7 @@ import { type AddressInfo, createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { freeLoopbackPort } from '../../../src/cluster/etcd-launcher.ts';
+import { freeLoopbackPort } from '../../../src/cluster/free-port.ts';
 import { toHexUpper, validatorAddress } from '../../../src/cometbft/keys.ts';
 import { chainFiles } from '../../../src/store/file.ts';
 import { makeTestCerts, type TestCerts } from '../../helpers/certs.ts';

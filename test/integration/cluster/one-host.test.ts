@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
-import { freeLoopbackPort } from '../../../src/cluster/etcd-launcher.ts';
+import { freeLoopbackPort } from '../../../src/cluster/free-port.ts';
 import { SOFTHSM_MODULE } from '../../../src/pkcs11/softhsm.ts';
 import { KmsProcess, killAllKms, runCli } from '../../helpers/kms-process.ts';
 import { startTlsEtcd, type TlsEtcd } from '../../helpers/tls-etcd.ts';

@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type { Etcd3 } from 'etcd3';
 import { createEtcdClient } from '../../../src/cluster/etcd-client.ts';
-import { freeLoopbackPort } from '../../../src/cluster/etcd-launcher.ts';
+import { freeLoopbackPort } from '../../../src/cluster/free-port.ts';
 import { parseConfig } from '../../../src/config/load.ts';
 import { adminGet, generateKeys, KmsHome, KmsProcess } from '../../helpers/kms-process.ts';
 import { createSoftHsmToken, type SoftHsmToken } from '../../helpers/softhsm.ts';

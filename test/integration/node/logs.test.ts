@@ -10,7 +10,7 @@
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import { after, before, describe, test } from 'node:test';
-import { freeLoopbackPort } from '../../../src/cluster/etcd-launcher.ts';
+import { freeLoopbackPort } from '../../../src/cluster/free-port.ts';
 import { toHexUpper, validatorAddress } from '../../../src/cometbft/keys.ts';
 import { type PrivvalMessage, SignedMsgType } from '../../../src/cometbft/types.ts';
 import { ValidatorSimulator } from '../../../src/simulator/simulator.ts';

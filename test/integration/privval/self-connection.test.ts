@@ -9,7 +9,6 @@
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { describe, test } from 'node:test';
-import { freeLoopbackPort } from '../../../src/cluster/etcd-launcher.ts';
 import { isSelfConnection, refuseSelfConnection } from '../../../src/privval/self-connection.ts';
 
 function connect(opts: net.NetConnectOpts): Promise<net.Socket> {
@@ -28,10 +27,14 @@ function listen(port: number): Promise<net.Server> {
   });
 }
 
-/** An even port that nothing listens on (the next one above a free odd port). */
+/** An even port of the ephemeral range that nothing listens on (from a port the kernel picked). */
 async function freeEvenPort(): Promise<number> {
   for (;;) {
-    const port = (await freeLoopbackPort()) & ~1;
+    const picked = await listen(0);
+    const addr = picked.address();
+    await new Promise((resolve) => picked.close(resolve));
+    assert.ok(addr !== null && typeof addr === 'object');
+    const port = addr.port & ~1;
     const probe = await listen(port).catch(() => undefined);
     if (probe === undefined) continue;
     await new Promise((resolve) => probe.close(resolve));

@@ -16,7 +16,7 @@ import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { freeLoopbackPort } from '../../../../src/cluster/etcd-launcher.ts';
+import { freeLoopbackPort } from '../../../../src/cluster/free-port.ts';
 import { TcpProxy } from '../net/proxy.ts';
 
 const run = promisify(execFile);

@@ -9,7 +9,7 @@
  */
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { freeLoopbackPort } from '../../../../src/cluster/etcd-launcher.ts';
+import { freeLoopbackPort } from '../../../../src/cluster/free-port.ts';
 import { formatPrivValidatorKey } from '../../../../src/cometbft/privval-files.ts';
 import type { ProtocolVersion } from '../../../../src/cometbft/types.ts';
 import { SignRecord } from '../../../../src/simulator/sign-record.ts';
