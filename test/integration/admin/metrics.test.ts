@@ -14,13 +14,13 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { parse, stringify } from 'yaml';
 import { ETCD_OPS, FORWARD_RESULTS } from '../../../src/admin/metrics.ts';
 import { keyAddress } from '../../../src/cli/runtime/common.ts';
+import { freeLoopbackPort } from '../../../src/cluster/free-port.ts';
 import { type PubKey, SignedMsgType } from '../../../src/cometbft/types.ts';
 import { ValidatorSimulator } from '../../../src/simulator/simulator.ts';
 import { VERSION } from '../../../src/version.ts';
@@ -50,16 +50,6 @@ function value(text: string, series: string): number | undefined {
     if (line.startsWith(`${series} `)) return Number(line.slice(series.length + 1));
   }
   return undefined;
-}
-
-/** A tcp port nothing listens on (bound, then closed again). */
-async function closedPort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const address = server.address();
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  if (address === null || typeof address !== 'object') throw new Error('no port');
-  return address.port;
 }
 
 /** Every scrape taken below, for the dashboard and alert checks. */
@@ -102,7 +92,7 @@ describe('/metrics of a single node straight after a restart', () => {
       seed: 5,
     });
     const simAddr = await sim.listen();
-    const deadAddr = `tcp://127.0.0.1:${await closedPort()}`;
+    const deadAddr = `tcp://127.0.0.1:${await freeLoopbackPort()}`;
     home = await KmsHome.create({
       token,
       nodeId: 'kms-m',

@@ -13,6 +13,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { Readiness } from '../../../src/admin/runtime-view.ts';
 import type { NodeStatus } from '../../../src/admin/types.ts';
+import { freeLoopbackPort } from '../../../src/cluster/free-port.ts';
 import { SignedMsgType } from '../../../src/cometbft/types.ts';
 import { ValidatorSimulator } from '../../../src/simulator/simulator.ts';
 import { chainFiles, FileSignStateStore } from '../../../src/store/file.ts';
@@ -47,15 +48,6 @@ async function httpsGet(
     req.on('error', reject);
     req.end();
   });
-}
-
-/** A loopback port nothing listens on (bound once, then released). */
-async function closedPort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve));
-  const { port } = srv.address() as AddressInfo;
-  await new Promise<void>((resolve) => srv.close(() => resolve()));
-  return port;
 }
 
 describe('cometkms start: refusals', () => {
@@ -257,7 +249,7 @@ describe('cometkms start: refusals', () => {
         nodeId: 'kms-x',
         chains: [chain({ validators: [await sim.listen()] })],
         extraToml:
-          `\n[cluster]\netcd_endpoints = ["http://127.0.0.1:${await closedPort()}"]\n` +
+          `\n[cluster]\netcd_endpoints = ["http://127.0.0.1:${await freeLoopbackPort()}"]\n` +
           'forward_listen = "127.0.0.1:0"\nforward_advertise = "127.0.0.1:26790"\n' +
           `tls_ca_file = ${str(f.caFile)}\ntls_cert_file = ${str(f.certFile)}\ntls_key_file = ${str(f.keyFile)}\n`,
       });

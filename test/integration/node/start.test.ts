@@ -5,10 +5,10 @@
  */
 import assert from 'node:assert/strict';
 import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { freeLoopbackPort } from '../../../src/cluster/free-port.ts';
 import { toHex } from '../../../src/cometbft/keys.ts';
 import { PROTOCOL_VERSIONS, type PubKey } from '../../../src/cometbft/types.ts';
 import { ValidatorSimulator } from '../../../src/simulator/simulator.ts';
@@ -32,16 +32,6 @@ import {
 import { createSoftHsmToken, type SoftHsmToken } from '../../helpers/softhsm.ts';
 
 const HEIGHTS = 10;
-
-/** A tcp port nothing listens on (bound, then closed again). */
-async function closedPort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const address = server.address();
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  if (address === null || typeof address !== 'object') throw new Error('no port');
-  return address.port;
-}
 
 describe('cometkms start (single node)', () => {
   let token: SoftHsmToken;
@@ -100,7 +90,7 @@ describe('cometkms start (single node)', () => {
       chains.push({ ...c, validators: [await sim.listen()] });
     }
     // One more endpoint where nothing listens: /status must report it as not connected.
-    const deadAddr = `tcp://127.0.0.1:${await closedPort()}`;
+    const deadAddr = `tcp://127.0.0.1:${await freeLoopbackPort()}`;
     chains[0]!.validators.push(deadAddr);
     // The PIN comes from COMETKMS_HSM_PIN here; the other tests use hsm.pin_file.
     const home = await KmsHome.create({ token, chains, nodeId: 'kms-a', pinSource: 'env' });
