@@ -11,7 +11,7 @@
  * CLAIM_MS by creating a file named after it in a directory every caller on the machine shares:
  * no two callers get the same port within that time. A port something else holds is skipped.
  */
-import { closeSync, mkdirSync, openSync, readFileSync, statSync, unlinkSync } from 'node:fs';
+import { closeSync, lstatSync, mkdirSync, openSync, readFileSync, statSync, unlinkSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -23,19 +23,35 @@ const CLAIM_MS = 10 * 60_000;
 /** Ports tried before giving up on the claimed range and asking the kernel for any port. */
 const ATTEMPTS = 200;
 
-const claimDir = join(tmpdir(), 'cometkms-port-claims');
+/** One directory per user; claims are only kept where that directory is really this user's. */
+const claimDir = join(tmpdir(), `cometkms-port-claims-${process.getuid?.() ?? 'any'}`);
 
 /** A free loopback port, claimed for this caller (see the module comment). */
 export async function freeLoopbackPort(): Promise<number> {
   const [low, high] = [LOWEST_PORT, ephemeralLow() - 1];
   if (high - low >= 1000) {
-    mkdirSync(claimDir, { recursive: true });
+    const claiming = claimDirUsable();
     for (let i = 0; i < ATTEMPTS; i++) {
       const port = low + Math.floor(Math.random() * (high - low + 1));
-      if (claim(port) && (await bindable(port))) return port;
+      if ((!claiming || claim(port)) && (await bindable(port))) return port;
     }
   }
   return await kernelPickedPort();
+}
+
+/**
+ * Creates the claim directory if needed; true if it is a directory (not a link) this user owns.
+ * Where it is not (a shared or odd /tmp), ports are still taken from below the ephemeral range,
+ * only without the claims.
+ */
+function claimDirUsable(): boolean {
+  try {
+    mkdirSync(claimDir, { recursive: true, mode: 0o700 });
+    const st = lstatSync(claimDir);
+    return st.isDirectory() && (process.getuid === undefined || st.uid === process.getuid());
+  } catch {
+    return false;
+  }
 }
 
 /** The first port of the kernel's ephemeral range (32768 where it cannot be read). */
@@ -55,7 +71,9 @@ function claim(port: number): boolean {
     closeSync(openSync(file, 'wx'));
     return true;
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    // Only an existing claim keeps the port from this caller; a directory that cannot be written
+    // means claims are not kept at all, and the bind check alone decides.
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') return true;
   }
   try {
     if (Date.now() - statSync(file).mtimeMs < CLAIM_MS) return false;
