@@ -7,7 +7,8 @@
  *
  * After a warm-up, the heights every chain completes in a fixed window are counted against the
  * heights a 1 s block time allows: a chain that completes fewer than 90 % of them fell behind.
- * At the end, the resident set size of every node is read from /proc/<pid>/status (VmRSS).
+ * At the end, the resident set size of every node is read from /proc/<pid>/status (VmRSS). The
+ * nodes run with the NODE_OPTIONS of the deployment (deployed-node.ts).
  *
  * Run standalone: `node --import tsx bench/many-chains.bench.ts`.
  */
@@ -17,6 +18,7 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type { SimulationSummary, ValidatorSimulator } from '../src/simulator/simulator.ts';
 import { type KmsCluster, startKmsCluster, waitFor } from '../test/helpers/kms-cluster.ts';
+import { deployedNodeOptions } from './deployed-node.ts';
 import { chainSimulator } from './simulators.ts';
 import type { BenchResult } from './types.ts';
 
@@ -57,6 +59,7 @@ function simulator(chainId: string, sock: string, seed: number): ValidatorSimula
 
 /** Runs the many-chains benchmark; returns its results. */
 export async function benchManyChains(): Promise<BenchResult[]> {
+  const nodeOptions = await deployedNodeOptions();
   const sockDir = await mkdtemp(join(tmpdir(), 'ckms-bench-many-'));
   const chains = Array.from({ length: CHAINS }, (_, i) => ({
     id: `bench-many-${i + 1}`,
@@ -76,6 +79,7 @@ export async function benchManyChains(): Promise<BenchResult[]> {
       keySeed: new Uint8Array(32).fill(7),
       unsafeNoFsync: false,
       leaseTtlS: 1,
+      nodeEnv: { NODE_OPTIONS: nodeOptions },
     });
     await cluster.leaderIndex();
     // A run that fails (no signer, a broken link) is a failed benchmark, reported at the end.
@@ -183,7 +187,7 @@ export async function benchManyChains(): Promise<BenchResult[]> {
         name: 'many_chains.rss.max',
         unit: 'MB',
         value: Math.round(maxRss),
-        note: `VmRSS at the end of the window, each node: ${rss.map((r) => `${r.id} ${Math.round(r.mb)}`).join(', ')} MB (goal ≤ 150)`,
+        note: `VmRSS at the end of the window, each node: ${rss.map((r) => `${r.id} ${Math.round(r.mb)}`).join(', ')} MB; NODE_OPTIONS=${nodeOptions} as deployed (goal ≤ 150)`,
       },
     ];
   } finally {

@@ -1,8 +1,10 @@
 /**
  * Resident memory of a running single node (`cometkms start` from the compiled dist/, as
- * deployed), with 1 chain and with 100 chains, every chain signing: each chain is driven by its
- * own simulated validator on a unix socket at 1 s blocks, v0.38 with vote extensions. After a
- * warm-up, VmRSS (now) and VmHWM (peak) are read from /proc/<pid>/status.
+ * deployed: with the NODE_OPTIONS that deploy/systemd/cometkms.service and the container image
+ * set), with 1 chain and with 100 chains, every chain signing: each chain is driven by its own
+ * simulated validator on a unix socket at 1 s blocks, v0.38 with vote extensions. After a
+ * warm-up, VmRSS (now) and VmHWM (peak) are read from /proc/<pid>/status. At 100 chains also
+ * without those options (plain `node`), to show what they save.
  *
  * The cluster's figure is many-chains.bench.ts's (three cluster nodes at 100 chains).
  *
@@ -16,6 +18,7 @@ import type { ValidatorSimulator } from '../src/simulator/simulator.ts';
 import { waitFor } from '../test/helpers/kms-cluster.ts';
 import { generateKeys, KmsHome, killAllKms } from '../test/helpers/kms-process.ts';
 import { createSoftHsmToken } from '../test/helpers/softhsm.ts';
+import { deployedNodeOptions } from './deployed-node.ts';
 import { chainSimulator } from './simulators.ts';
 import type { BenchResult } from './types.ts';
 
@@ -39,8 +42,14 @@ async function memoryMb(pid: number): Promise<{ rss: number; peak: number }> {
   return { rss: field('VmRSS'), peak: field('VmHWM') };
 }
 
-/** Runs one node with `chains` chains, each signing, and returns its memory after RUN_S seconds. */
-async function measure(chains: number): Promise<{ rss: number; peak: number; heights: number }> {
+/**
+ * Runs one node with `chains` chains, each signing, with `nodeOptions` as its NODE_OPTIONS, and
+ * returns its memory after RUN_S seconds.
+ */
+async function measure(
+  chains: number,
+  nodeOptions: string,
+): Promise<{ rss: number; peak: number; heights: number }> {
   const token = await createSoftHsmToken({ label: `bench-mem-${chains}` });
   const sockDir = await mkdtemp(join(tmpdir(), 'ckms-bench-mem-'));
   const sims: ValidatorSimulator[] = [];
@@ -69,7 +78,7 @@ async function measure(chains: number): Promise<{ rss: number; peak: number; hei
         validators: [`unix://${join(sockDir, `c${i + 1}.sock`)}`],
       })),
     });
-    const kms = home.start();
+    const kms = home.start({ env: { NODE_OPTIONS: nodeOptions } });
     await kms.waitReady(60_000);
     const runs = Promise.allSettled(sims.map((sim) => sim.run()));
     await waitFor('every chain signing', 60_000, () => sims.every((s) => s.summary().heightsCompleted > 0));
@@ -100,20 +109,27 @@ async function measure(chains: number): Promise<{ rss: number; peak: number; hei
 
 /** Runs the memory benchmark; returns its results. */
 export async function benchMemory(): Promise<BenchResult[]> {
+  const deployed = await deployedNodeOptions();
   const out: BenchResult[] = [];
-  for (const chains of [1, 100]) {
-    const m = await measure(chains);
-    const setup = `single node (dist/), ${chains} chain${chains === 1 ? '' : 's'} signing at ${BLOCK_TIME_MS} ms blocks with extensions, after ${RUN_S} s (slowest chain ${m.heights} heights)`;
+  const runs = [
+    { chains: 1, nodeOptions: deployed, suffix: '' },
+    { chains: 100, nodeOptions: deployed, suffix: '' },
+    { chains: 100, nodeOptions: '', suffix: '.plain_node' },
+  ];
+  for (const { chains, nodeOptions, suffix } of runs) {
+    const m = await measure(chains, nodeOptions);
+    const how = nodeOptions === '' ? 'no NODE_OPTIONS' : `NODE_OPTIONS=${nodeOptions} as deployed`;
+    const setup = `single node (dist/, ${how}), ${chains} chain${chains === 1 ? '' : 's'} signing at ${BLOCK_TIME_MS} ms blocks with extensions, after ${RUN_S} s (slowest chain ${m.heights} heights)`;
     out.push(
       {
-        name: `memory.single_node.rss.chains_${chains}`,
+        name: `memory.single_node.rss.chains_${chains}${suffix}`,
         unit: 'MB',
         value: Math.round(m.rss),
         note: `VmRSS; ${setup}`,
-        ...(chains === 100 ? { goal: { max: GOAL_MB } } : {}),
+        ...(chains === 100 && suffix === '' ? { goal: { max: GOAL_MB } } : {}),
       },
       {
-        name: `memory.single_node.rss_peak.chains_${chains}`,
+        name: `memory.single_node.rss_peak.chains_${chains}${suffix}`,
         unit: 'MB',
         value: Math.round(m.peak),
         note: `VmHWM (peak RSS since start); ${setup}`,

@@ -41,6 +41,8 @@ export interface KmsClusterOptions {
    * (hundreds of chains without hundreds of CLI processes)
    */
   stateInit?: 'cli' | 'direct';
+  /** extra environment of every `cometkms start` (e.g. the NODE_OPTIONS a deployment sets) */
+  nodeEnv?: Record<string, string>;
 }
 
 /** One KMS node of the cluster; `proc` is replaced on every (re)start. */
@@ -190,7 +192,7 @@ export async function startKmsCluster(opts: KmsClusterOptions): Promise<KmsClust
         const node = nodes[i]!;
         node.adminUrl = undefined;
         node.paused = false;
-        node.proc = node.home.start();
+        node.proc = node.home.start(opts.nodeEnv === undefined ? {} : { env: opts.nodeEnv });
         node.adminUrl = await node.proc.waitReady(30_000);
       },
       async signal(i, signal) {

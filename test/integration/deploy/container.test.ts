@@ -181,6 +181,18 @@ describe('Dockerfile: a production image and a dev/test image', () => {
     assert.ok(accepted, `${pkg.engines.node} accepts Node ${major}`);
   });
 
+  test('the image gives node the NODE_OPTIONS the systemd unit does, and node accepts them', async () => {
+    const dockerfile = await readFile(join(REPO, 'deploy/container/Dockerfile'), 'utf8');
+    const unit = await readFile(join(REPO, 'deploy/systemd/cometkms.service'), 'utf8');
+    const inImage = /^\s+NODE_OPTIONS=(\S+)/m.exec(dockerfile)?.[1];
+    const inUnit = /^Environment=NODE_OPTIONS=(.+)$/m.exec(unit)?.[1]?.trim();
+    assert.ok(inUnit, 'the unit sets NODE_OPTIONS');
+    assert.equal(inImage, inUnit);
+    // node refuses an option NODE_OPTIONS does not allow ("... is not allowed in NODE_OPTIONS").
+    const r = await run(process.execPath, ['-e', 'process.exit(0)'], { NODE_OPTIONS: inUnit });
+    assert.deepEqual({ code: r.code, stderr: r.stderr }, { code: 0, stderr: '' });
+  });
+
   test('the production image holds no SoftHSM, no OpenSC and no compiler', async () => {
     const { stages } = await dockerfileStages();
     const production = lineage(stages, 'production');
