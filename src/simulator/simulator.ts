@@ -123,8 +123,13 @@ export interface SimulationSummary {
   unanswered: number;
   heightsCompleted: number;
   lastHeight: number;
-  /** Round-trip time of answered sign requests. */
+  /** Round-trip time of answered sign requests (since the start, or since restartLatencies). */
   latencyMs: { p50: number; p99: number };
+  /**
+   * The same by request type. In v0.38 and later a non-nil precommit carries two signatures (the
+   * vote and its extension sign bytes, even when the extension is empty), the others one.
+   */
+  latencyByTypeMs: Record<TimedRequest, { p50: number; p99: number }>;
   /** The first problems observed, in words. */
   problems: string[];
 }
@@ -169,7 +174,7 @@ export class ValidatorSimulator {
     heightsCompleted: 0,
     lastHeight: 0,
   };
-  private readonly latencies: number[] = [];
+  private readonly latencies: Record<TimedRequest, number[]> = { proposal: [], prevote: [], precommit: [] };
   private readonly problems: string[] = [];
 
   constructor(private readonly opts: SimulatorOptions) {
@@ -249,14 +254,27 @@ export class ValidatorSimulator {
     return this.summary();
   }
 
+  /**
+   * Forgets the round trips recorded so far: later summaries report latency from here on (a
+   * benchmark's measured window, without its warm-up). The counters are not reset.
+   */
+  restartLatencies(): void {
+    for (const list of Object.values(this.latencies)) list.length = 0;
+  }
+
   /** The counters so far. */
   summary(): SimulationSummary {
-    const sorted = [...this.latencies].sort((a, b) => a - b);
+    const l = this.latencies;
     const s: SimulationSummary = {
       chainId: this.opts.chainId,
       address: this.boundAddress ?? this.opts.listen,
       ...this.stats,
-      latencyMs: { p50: percentile(sorted, 0.5), p99: percentile(sorted, 0.99) },
+      latencyMs: medianAndTail([...l.proposal, ...l.prevote, ...l.precommit]),
+      latencyByTypeMs: {
+        proposal: medianAndTail(l.proposal),
+        prevote: medianAndTail(l.prevote),
+        precommit: medianAndTail(l.precommit),
+      },
       problems: [...this.problems],
     };
     if (this.pubKey) s.pubKey = toHex(this.pubKey.bytes);
@@ -405,24 +423,25 @@ export class ValidatorSimulator {
       chainId: this.opts.chainId,
       skipExtensionSigning: this.opts.protocol === 'v1.0' && skip,
     };
-    const first = await this.send(request, 'signedVoteResponse', true);
+    const timed = vote.type === SignedMsgType.Prevote ? 'prevote' : 'precommit';
+    const first = await this.send(request, 'signedVoteResponse', timed);
     if (first?.kind !== 'signedVoteResponse') return;
     const ok = this.checkVote(pubKey, vote, !skip, first, false);
     if (ok && this.rng.chance(this.opts.retryRate ?? 0.05)) {
       this.stats.retried++;
-      const again = await this.send(request, 'signedVoteResponse', true);
+      const again = await this.send(request, 'signedVoteResponse', timed);
       if (again?.kind === 'signedVoteResponse') this.checkVote(pubKey, vote, !skip, again, true);
     }
   }
 
   private async signProposal(pubKey: PubKey, proposal: Proposal): Promise<void> {
     const request: PrivvalMessage = { kind: 'signProposalRequest', proposal, chainId: this.opts.chainId };
-    const first = await this.send(request, 'signedProposalResponse', true);
+    const first = await this.send(request, 'signedProposalResponse', 'proposal');
     if (first?.kind !== 'signedProposalResponse') return;
     const ok = this.checkProposal(pubKey, proposal, first, false);
     if (ok && this.rng.chance(this.opts.retryRate ?? 0.05)) {
       this.stats.retried++;
-      const again = await this.send(request, 'signedProposalResponse', true);
+      const again = await this.send(request, 'signedProposalResponse', 'proposal');
       if (again?.kind === 'signedProposalResponse') this.checkProposal(pubKey, proposal, again, true);
     }
   }
@@ -553,7 +572,7 @@ export class ValidatorSimulator {
   private async send(
     msg: PrivvalMessage,
     expected: PrivvalMessageKind,
-    timed = false,
+    timed?: TimedRequest,
   ): Promise<PrivvalMessage | undefined> {
     for (let attempt = 1; attempt <= this.retry.attempts && !this.closed; attempt++) {
       if (attempt > 1) {
@@ -566,7 +585,7 @@ export class ValidatorSimulator {
       try {
         const reply = await this.exclusive(link, msg);
         if (reply.kind === expected) {
-          if (timed) this.latencies.push(performance.now() - began);
+          if (timed !== undefined) this.latencies[timed].push(performance.now() - began);
           return reply;
         }
         this.stats.emptyReplies++;
@@ -725,6 +744,14 @@ export class ValidatorSimulator {
 function nowTimestamp(rng: Rng): Timestamp {
   const ms = Date.now();
   return { seconds: BigInt(Math.floor(ms / 1000)), nanos: (ms % 1000) * 1_000_000 + rng.int(1_000_000) };
+}
+
+/** Sign requests whose round trips the summary reports by type. */
+export type TimedRequest = 'proposal' | 'prevote' | 'precommit';
+
+function medianAndTail(list: number[]): { p50: number; p99: number } {
+  const sorted = list.sort((a, b) => a - b);
+  return { p50: percentile(sorted, 0.5), p99: percentile(sorted, 0.99) };
 }
 
 /** Nearest-rank percentile of an ascending list (0 when empty). */

@@ -152,7 +152,10 @@ export function sentryAddresses(listen: string, k: number): string[] {
   });
 }
 
-type Totals = Omit<SimulationSummary, 'address' | 'pubKey' | 'problems' | 'chainId' | 'latencyMs'> & {
+type Totals = Omit<
+  SimulationSummary,
+  'address' | 'pubKey' | 'problems' | 'chainId' | 'latencyMs' | 'latencyByTypeMs'
+> & {
   chainId: string;
   latencyMs: { p50: number; p99: number };
 };

@@ -8,7 +8,7 @@ import { ed25519 } from '@noble/curves/ed25519.js';
 import pino from 'pino';
 import { STUCK_LINK_HOLD_OFF_MS, YieldWhenStuck } from '../../../src/cluster/stuck-link.ts';
 import { tryAgain } from '../../../src/cometbft/replies.ts';
-import { PROTOCOL_VERSIONS, type ProtocolVersion } from '../../../src/cometbft/types.ts';
+import { PROTOCOL_VERSIONS, type ProtocolVersion, SignedMsgType } from '../../../src/cometbft/types.ts';
 import { ValidatorDialer } from '../../../src/privval/dialer.ts';
 import type { RequestHandler } from '../../../src/privval/handler.ts';
 import { nodeIdFromPubKey, type TransportIdentity } from '../../../src/privval/identity.ts';
@@ -102,6 +102,60 @@ describe('dialer ↔ simulator with the in-memory handler', () => {
       });
     }
   }
+
+  it('reports round trips by request type, and from restartLatencies on', async () => {
+    // Prevotes are held 200 ms by the signer, the others answered at once: only the prevotes'
+    // figures can hold the delay, whatever the machine's speed.
+    const HOLD_MS = 200;
+    const inner = memoryHandler('v0.38');
+    const holdPrevotes: RequestHandler = {
+      async handle(request) {
+        if (request.kind === 'signVoteRequest' && request.vote?.type === SignedMsgType.Prevote) {
+          await new Promise((r) => setTimeout(r, HOLD_MS));
+        }
+        return inner.handle(request);
+      },
+    };
+    const sim = new ValidatorSimulator({
+      listen: 'tcp://127.0.0.1:0',
+      chainId: CHAIN,
+      protocol: 'v0.38',
+      blockTimeMs: 0,
+      heights: 5,
+      seed: 7,
+      proposerEvery: 1,
+      nilVoteRate: 0,
+      roundChangeRate: 0,
+      retryRate: 0,
+      connectTimeoutMs: 10_000,
+      logger,
+    });
+    const dialer = new ValidatorDialer({
+      addr: await sim.listen(),
+      version: 'v0.38',
+      identity: identity(),
+      handler: holdPrevotes,
+      logger,
+    });
+    dialer.start();
+    try {
+      const summary = await sim.run();
+      assert.equal(summary.signed, 15);
+      const { proposal, prevote, precommit } = summary.latencyByTypeMs;
+      assert.ok(prevote.p50 >= HOLD_MS, `prevote p50 ${prevote.p50}`);
+      assert.ok(proposal.p50 < HOLD_MS && precommit.p50 < HOLD_MS, JSON.stringify(summary.latencyByTypeMs));
+      assert.ok(summary.latencyMs.p99 >= HOLD_MS, 'all requests together include the prevotes');
+
+      sim.restartLatencies();
+      const restarted = sim.summary();
+      assert.deepEqual(restarted.latencyMs, { p50: 0, p99: 0 }, 'no round trip since the restart');
+      assert.deepEqual(restarted.latencyByTypeMs.prevote, { p50: 0, p99: 0 });
+      assert.equal(restarted.signed, 15, 'the counters are kept');
+    } finally {
+      await dialer.stop();
+      await sim.close();
+    }
+  });
 
   it('random nil votes, round changes and identical retries: all signed, retries answered identically', async () => {
     const { summary } = await simulate('tcp://127.0.0.1:0', 'v0.38', {
