@@ -11,9 +11,13 @@
  *
  * Durability: the leader raises the mark durably after every reservation it commits and before
  * it signs (see EtcdSignStateStore), so no signature exists above a node's durable mark on disk.
- * Followers raise theirs from the replicated states they watch, in the background. The writes
- * are asynchronous (the thread pool's pwrite + fdatasync): the writes of a batch of chains'
- * reservations run in parallel and the event loop never waits for a disk. Writes of ONE chain
+ * Followers raise theirs from the replicated states they watch, in the background. A write
+ * opens the file, copies the slot into the page cache (pwrite) and waits for the disk on the
+ * thread pool (fdatasync): the writes of a batch of chains' reservations run in parallel and the
+ * event loop never waits for a disk. (Synchronous open and pwrite cost microseconds; the earlier
+ * fs/promises version, four thread-pool round trips per write, cost the leader an eighth of its
+ * main thread at 100 chains.) The path is opened for every write, so a file replaced behind the
+ * node's back is the one written, as before. Writes of ONE chain
  * never overlap (each waits for the one before), so a torn write can only ever damage the slot
  * being written, as the format requires.
  *
@@ -24,9 +28,18 @@
  * changes after creation, so fdatasync need not flush metadata.
  */
 import { createHash } from 'node:crypto';
-import { closeSync, fsyncSync, openSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
-import { open } from 'node:fs/promises';
+import {
+  closeSync,
+  fdatasync,
+  fsyncSync,
+  openSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  writeSync,
+} from 'node:fs';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { compareHRS, type HRS } from '../cometbft/types.ts';
 import { type Clock, systemClock } from '../ports/clock.ts';
 import { StateStoreError } from './errors.ts';
@@ -36,6 +49,7 @@ const SLOT_BYTES = 512;
 const KIND = 'cometkms/high-water';
 const FORMAT = 1;
 const INT64_MAX = (1n << 63n) - 1n;
+const fdatasyncOnPool = promisify(fdatasync);
 
 /** Path of the high-water file of `chainId` (same stem as the single-node state files). */
 export function highWaterFile(home: string, chainId: string): string {
@@ -203,12 +217,14 @@ export class FileMarkStorage implements MarkStorage {
     }
     const seq = slot.seq + 1n;
     const index = 1 - slot.index;
-    const file = await open(highWaterFile(this.home, chainId), 'r+');
+    const path = highWaterFile(this.home, chainId);
+    const fd = openSync(path, 'r+');
     try {
-      await file.write(encodeSlot(chainId, { ...hrs, seq }), 0, SLOT_BYTES, index * SLOT_BYTES);
-      await file.datasync();
+      const written = writeSync(fd, encodeSlot(chainId, { ...hrs, seq }), 0, SLOT_BYTES, index * SLOT_BYTES);
+      if (written !== SLOT_BYTES) throw new Error(`${path}: short write (${written} of ${SLOT_BYTES} bytes)`);
+      await fdatasyncOnPool(fd);
     } finally {
-      await file.close();
+      closeSync(fd);
     }
     this.#slots.set(chainId, { seq, index });
   }
