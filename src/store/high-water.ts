@@ -15,7 +15,7 @@
  * opens the file, copies the slot into the page cache (pwrite) and waits for the disk on the
  * thread pool (fdatasync): the writes of a batch of chains' reservations run in parallel and the
  * event loop never waits for a disk. (The synchronous open and pwrite take microseconds; one
- * thread-pool round trip per write instead of four through fs/promises measured 15-20 % less CPU
+ * thread-pool round trip per write instead of four through fs/promises measured 12-20 % less CPU
  * per signature on a follower at 100 chains, bench/many-chains.bench.ts.) The path is opened for
  * every write, so a file replaced behind the node's back is the one written. Writes of ONE chain
  * never overlap (each waits for the one before), so a torn write can only ever damage the slot
