@@ -218,6 +218,7 @@ export class Incarnation {
           prefix,
           leadership,
           marks,
+          markConfirmedByCaller: true,
           plantedBugs: settings.storeBugs,
         }),
     );

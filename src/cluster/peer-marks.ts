@@ -32,8 +32,8 @@
  * same way (its promise must still be its ballot when it counts itself).
  *
  * Cost: one round trip to the other nodes per NEW reservation (not per signature: re-signing the
- * reserved bytes needs none), in parallel with nothing else; a majority of KMS nodes must be up
- * and reachable over the forward channel for the leader to sign (SECURITY.md).
+ * reserved bytes needs none), in parallel with this node's own mark write; a majority of KMS
+ * nodes must be up and reachable over the forward channel for the leader to sign (SECURITY.md).
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -247,7 +247,8 @@ export class PeerQuorum {
    * `hrs` (a state read before marks moved up: never signed from).
    */
   async confirm(ballot: string, chainId: string, hrs: HRS): Promise<void> {
-    if (this.#o.plantedBugs?.noPeerMarks) return;
+    // Without peer marks this node's own mark must still be durable before a signature.
+    if (this.#o.plantedBugs?.noPeerMarks) return await this.#o.marks.raiseDurably(chainId, hrs);
     if (this.#ballot !== ballot)
       throw new PeerQuorumError('peer marks: the ballot changed; read the state again');
     const done = this.#confirmed.get(chainId);
@@ -259,17 +260,24 @@ export class PeerQuorum {
           'this node has seen: not signing from it',
       );
     }
-    await this.#o.marks.raiseDurably(chainId, hrs);
+    // This node's mark goes up in memory now (raiseDurably's first, synchronous step) and is
+    // written while the others are asked: every mark only goes up, and the reservation at `hrs`
+    // is already committed, so asking them before this node's write is done raises nothing above
+    // what etcd holds. Nothing is signed before both are done.
+    const ownDurable = this.#o.marks.raiseDurably(chainId, hrs);
+    const mark: PeerMark = { chainId, height: hrs.height, round: hrs.round, step: hrs.step };
+    const gathered = this.#gather(async (peer) =>
+      (await this.#o.peers.raise(peer, ballot, mark, this.#deadlineMs)) ? true : undefined,
+    );
+    await ownDurable;
     // This node counts only while its promise is still its own ballot (it answered nobody since:
     // an answer after this point carries the mark, raised in memory when the call above began).
+    // Ballots are fresh, so a promise that is `ballot` now was `ballot` since that raise.
     if (this.#o.ballots.read() !== ballot) {
       this.reset();
       throw new PeerQuorumError('peer marks: this node answered another leader’s ballot; collecting again');
     }
-    const mark: PeerMark = { chainId, height: hrs.height, round: hrs.round, step: hrs.step };
-    const acks = await this.#gather(async (peer) =>
-      (await this.#o.peers.raise(peer, ballot, mark, this.#deadlineMs)) ? true : undefined,
-    );
+    const acks = await gathered;
     if (acks.length + 1 < this.#majority) {
       if (this.#ballot === ballot) this.reset();
       throw new PeerQuorumError(

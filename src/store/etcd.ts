@@ -223,6 +223,14 @@ export interface EtcdSignStateStoreOptions {
   marks: HighWaterMarks;
   /** told about every etcd call (ops `state_read`, `reserve`, `record`), e.g. for metrics */
   observer?: EtcdCallObserver;
+  /**
+   * The caller makes this node's mark durable before anything is signed, together with the other
+   * nodes' marks (PeerMarkedStore: PeerQuorum.confirm of every state this store returns). A
+   * committed reservation then starts its mark's write and resolves without waiting for it, so
+   * that the write overlaps the peers' round trip instead of preceding it. Default false: the
+   * mark is durable when `reserve` resolves.
+   */
+  markConfirmedByCaller?: boolean;
   /** simulator only: see {@link StorePlantedBugs} */
   plantedBugs?: StorePlantedBugs;
 }
@@ -242,7 +250,8 @@ export interface EtcdSignStateStoreOptions {
  * missing key once the node has seen one, is a StateRegressionError, never a new baseline. That
  * catches what no transaction can: a wiped etcd, a restored older snapshot, a wrong prefix, a
  * forced import of a lower state. The mark is raised durably after each committed reservation
- * and before it is reported, so no signature can exist above this node's mark on disk.
+ * and before it is reported (or, with `markConfirmedByCaller`, before the caller reports it), so
+ * no signature can exist above this node's mark on disk.
  *
  * The hot path is one etcd round trip: the state key's mod revision is cached from the last read
  * or successful transaction. Does not own `client`: `close()` leaves it open.
@@ -254,12 +263,14 @@ export class EtcdSignStateStore implements SignStateStore {
   readonly #marks: HighWaterMarks;
   readonly #observer: EtcdCallObserver | undefined;
   readonly #bugs: StorePlantedBugs;
+  readonly #markConfirmedByCaller: boolean;
   readonly #cache = new Map<string, Cached>();
   readonly #batcher: EtcdWriteBatcher;
 
   constructor(opts: EtcdSignStateStoreOptions) {
     this.#client = toEtcdPort(opts.client);
     this.#bugs = opts.plantedBugs ?? {};
+    this.#markConfirmedByCaller = opts.markConfirmedByCaller === true;
     this.#batcher = new EtcdWriteBatcher({
       client: this.#client,
       // One observation per transaction, however many chains' writes it carries.
@@ -369,8 +380,14 @@ export class EtcdSignStateStore implements SignStateStore {
     });
     switch (outcome.kind) {
       case 'committed':
-        // Committed at the transaction's revision. The mark goes up before anyone signs it.
-        if (!this.#bugs.noHighWater) await this.#marks.raiseDurably(chainId, next);
+        // Committed at the transaction's revision. The mark goes up before anyone signs it: here,
+        // or in the caller's confirm, which joins this write (raiseDurably never writes a chain
+        // twice at once) and fails if it fails.
+        if (!this.#bugs.noHighWater) {
+          const raised = this.#marks.raiseDurably(chainId, next);
+          if (this.#markConfirmedByCaller) raised.catch(() => undefined);
+          else await raised;
+        }
         this.#cache.set(chainId, { state: copySignState(next), modRevision: outcome.revision });
         return { ok: true };
       case 'not_leader':

@@ -335,6 +335,8 @@ export class ClusterNode implements AdminRuntime {
           prefix: cluster.etcd_prefix,
           leadership,
           marks,
+          // the PeerMarkedStore's confirm makes it durable along with the peers' marks
+          markConfirmedByCaller: true,
           observer: this.observeEtcd,
         }),
     );

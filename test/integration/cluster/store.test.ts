@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { Step } from '../../../src/cometbft/types.ts';
+import { type HRS, Step } from '../../../src/cometbft/types.ts';
 import { NotLeaderError, StateMissingError, StateRegressionError } from '../../../src/store/errors.ts';
 import {
   EtcdSignStateStore,
@@ -10,7 +10,7 @@ import {
   readEtcdStateRecord,
   swapEtcdSignState,
 } from '../../../src/store/etcd.ts';
-import { HighWaterMarks, readHighWater } from '../../../src/store/high-water.ts';
+import { HighWaterMarks, type MarkStorage, readHighWater } from '../../../src/store/high-water.ts';
 import { freshSignState, type SignState } from '../../../src/store/types.ts';
 import { initEtcdChainState, type TestNode, useEtcdTestBed, waitUntil } from '../../helpers/etcd-cluster.ts';
 
@@ -341,3 +341,58 @@ test('group commit on real etcd: chains reserved in one transaction; a moved cha
   assert.deepEqual(next, [{ ok: true }, { ok: true }]);
   assert.equal(readHighWater(leader.home, 'g-a')?.step, Step.Precommit);
 });
+
+test('markConfirmedByCaller: a committed reservation does not wait for the mark; the caller’s raise does, and fails with the disk', async () => {
+  const {
+    prefix,
+    nodes: [n],
+  } = await nodes(['kms-1']);
+  const disk = new GatedMarkStorage();
+  const marks = new HighWaterMarks(disk);
+  const s = new EtcdSignStateStore({
+    client: n!.clients.client,
+    prefix,
+    leadership: n!.leadership,
+    marks,
+    markConfirmedByCaller: true,
+  });
+  const init = await s.load(CHAIN);
+  assert.ok(init !== undefined);
+  disk.held = true;
+  const next = state(6n, 0, Step.Prevote, 'prevote-6');
+  assert.deepEqual(await s.reserve(CHAIN, init, next), { ok: true });
+  assert.equal(disk.read(CHAIN)?.height, 0n, 'reserve resolved while the mark was still being written');
+  assert.deepEqual(
+    marks.get(CHAIN),
+    { height: 6n, round: 0, step: Step.Prevote },
+    'raised in memory at once',
+  );
+  // The disk fails: the caller's raise (PeerQuorum.confirm's) rejects, so nothing is signed.
+  disk.failing = true;
+  const confirming = marks.raiseDurably(CHAIN, next);
+  disk.release();
+  await assert.rejects(confirming, /the disk failed/);
+  disk.failing = false;
+  await marks.raiseDurably(CHAIN, next);
+  assert.equal(disk.read(CHAIN)?.height, 6n);
+});
+
+/** Mark storage in memory whose writes wait while `held` and fail while `failing`. */
+class GatedMarkStorage implements MarkStorage {
+  held = false;
+  failing = false;
+  readonly #marks = new Map<string, HRS>();
+  readonly #waiting: (() => void)[] = [];
+  read(chainId: string): HRS | undefined {
+    return this.#marks.get(chainId);
+  }
+  async write(chainId: string, hrs: HRS): Promise<void> {
+    if (this.held) await new Promise<void>((resolve) => this.#waiting.push(resolve));
+    if (this.failing) throw new Error('injected: the disk failed');
+    this.#marks.set(chainId, { ...hrs });
+  }
+  release(): void {
+    this.held = false;
+    for (const resolve of this.#waiting.splice(0)) resolve();
+  }
+}

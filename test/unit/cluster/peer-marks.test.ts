@@ -41,6 +41,28 @@ class MemoryMarks implements MarkStorage {
   }
 }
 
+/** Marks whose writes wait until released, or fail, while `held`/`failing`. */
+class GatedMarks extends MemoryMarks {
+  held = false;
+  failing = false;
+  readonly #waiting: (() => void)[] = [];
+  override async write(chainId: string, h: HRS): Promise<void> {
+    if (this.held) await new Promise<void>((resolve) => this.#waiting.push(resolve));
+    if (this.failing) throw new Error('injected: the disk failed');
+    super.write(chainId, h);
+  }
+  release(): void {
+    this.held = false;
+    for (const resolve of this.#waiting.splice(0)) resolve();
+  }
+}
+
+/** Turns of the event loop until `cond` holds (at most `turns`); returns whether it held. */
+async function turnsUntil(cond: () => boolean, turns = 100): Promise<boolean> {
+  for (let i = 0; i < turns && !cond(); i++) await new Promise<void>((resolve) => setImmediate(resolve));
+  return cond();
+}
+
 class MemoryBallot implements BallotStorage {
   value: string | undefined;
   read(): string | undefined {
@@ -52,7 +74,7 @@ class MemoryBallot implements BallotStorage {
 }
 
 /** Nodes n0..n(k-1), each a PeerQuorum over in-memory marks, reaching each other unless down. */
-function cluster(size: number) {
+function cluster(size: number, gated?: string) {
   const down = new Set<string>();
   const nodes = new Map<
     string,
@@ -64,7 +86,7 @@ function cluster(size: number) {
   }));
   let ballots = 0;
   for (const m of members) {
-    const storage = new MemoryMarks();
+    const storage = m.nodeId === gated ? new GatedMarks() : new MemoryMarks();
     const marks = new HighWaterMarks(storage, () => undefined, { defer: (fn) => fn() });
     const ballot = new MemoryBallot();
     const port: PeerPort = {
@@ -188,6 +210,39 @@ describe('PeerQuorum', () => {
     await c.node('n1').marks.raiseDurably(CHAIN, hrs(50));
     assert.equal(await q.collect(), true);
     await assert.rejects(q.confirm(q.ballot!, CHAIN, hrs(40)), StateRegressionError);
+  });
+
+  it('confirm asks the others while its own mark is written, and resolves only once that is durable', async () => {
+    const c = cluster(3, 'n0');
+    const q = c.node('n0').quorum;
+    assert.equal(await q.collect(), true);
+    const own = c.node('n0').storage as GatedMarks;
+    own.held = true;
+    let confirmed = false;
+    const confirming = q.confirm(q.ballot!, CHAIN, hrs(7)).then(() => {
+      confirmed = true;
+    });
+    const peersHold = () => ['n1', 'n2'].every((id) => c.node(id).storage.read(CHAIN)?.height === 7n);
+    assert.ok(await turnsUntil(peersHold), 'the others raised while this node was still writing');
+    assert.equal(confirmed, false, 'not confirmed before this node’s own mark is durable');
+    assert.equal(own.read(CHAIN), undefined);
+    own.release();
+    await confirming;
+    assert.deepEqual(own.read(CHAIN), hrs(7));
+  });
+
+  it('confirm fails when this node’s own mark cannot be written, whatever the others hold', async () => {
+    const c = cluster(3, 'n0');
+    const q = c.node('n0').quorum;
+    assert.equal(await q.collect(), true);
+    const own = c.node('n0').storage as GatedMarks;
+    own.failing = true;
+    await assert.rejects(q.confirm(q.ballot!, CHAIN, hrs(8)), /the disk failed/);
+    assert.equal(own.read(CHAIN), undefined);
+    // Nothing was confirmed: once the disk is back, the same HRS is written and confirmed anew.
+    own.failing = false;
+    await q.confirm(q.ballot!, CHAIN, hrs(8));
+    assert.deepEqual(own.read(CHAIN), hrs(8));
   });
 
   it('a single-node cluster needs nobody else', async () => {
