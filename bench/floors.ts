@@ -18,10 +18,19 @@ export function percentile(sorted: number[], p: number): number {
 export const r3 = (x: number): number => Math.round(x * 1000) / 1000;
 
 /**
+ * How long the process sleeps before each timed call of an "after idle" floor: long enough for
+ * its CPU to go idle, as a node's does while it waits for the next request or for the disk.
+ */
+export const IDLE_GAP_MS = 1;
+
+export const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+/**
  * Times `n` sequential 256-byte pwrite+fdatasync calls into a preallocated, zero-filled file in
  * `dir` (what the file store's log does per reservation); returns the sorted times in ms.
+ * `afterIdle`: each call follows a sleep of IDLE_GAP_MS instead of the previous call.
  */
-export function fdatasyncTimes(dir: string, n = 2000): number[] {
+export async function fdatasyncTimes(dir: string, n = 2000, afterIdle = false): Promise<number[]> {
   const path = join(dir, `.bench-fdatasync-${process.pid}`);
   const size = 1 << 20;
   const record = Buffer.alloc(256, 0x5a);
@@ -31,6 +40,7 @@ export function fdatasyncTimes(dir: string, n = 2000): number[] {
     fsyncSync(fd);
     const out: number[] = [];
     for (let i = 0; i < n + 100; i++) {
+      if (afterIdle) await sleep(IDLE_GAP_MS);
       const t0 = performance.now();
       writeSync(fd, record, 0, record.length, (i * record.length) % (size - record.length));
       fdatasyncSync(fd);
