@@ -250,8 +250,8 @@ export interface EtcdSignStateStoreOptions {
  * missing key once the node has seen one, is a StateRegressionError, never a new baseline. That
  * catches what no transaction can: a wiped etcd, a restored older snapshot, a wrong prefix, a
  * forced import of a lower state. The mark is raised durably after each committed reservation
- * and before it is reported (or, with `markConfirmedByCaller`, before the caller reports it), so
- * no signature can exist above this node's mark on disk.
+ * and before `reserve` resolves (with `markConfirmedByCaller`: before the caller hands the
+ * reservation to the guard), so no signature can exist above this node's mark on disk.
  *
  * The hot path is one etcd round trip: the state key's mod revision is cached from the last read
  * or successful transaction. Does not own `client`: `close()` leaves it open.
