@@ -33,6 +33,7 @@ import type { SimulationSummary } from '../src/simulator/simulator.ts';
 import { encodeSignState, etcdKeys, fencingCompares } from '../src/store/etcd.ts';
 import { freshSignState } from '../src/store/types.ts';
 import { type KmsCluster, startKmsCluster, waitFor } from '../test/helpers/kms-cluster.ts';
+import { parseStages, stageBreakdown } from './floors.ts';
 import { bareSigner } from './pkcs11.bench.ts';
 import { chainSimulator, runChains, sequentialSimulator } from './simulators.ts';
 import type { BenchResult } from './types.ts';
@@ -239,10 +240,15 @@ export async function benchSingleChain(): Promise<BenchResult[]> {
       keySeed: new Uint8Array(32).fill(13),
       unsafeNoFsync: false,
     });
-    await cluster.leaderIndex();
+    const leader = await cluster.leaderIndex();
     const metricsBefore = await scrape(cluster);
     const run = await sim.run();
-    const stages = stageMeans(metricsBefore, await scrape(cluster));
+    const metricsAfter = await scrape(cluster);
+    const stages = stageMeans(metricsBefore, metricsAfter);
+    const leaderStages = stageBreakdown(
+      parseStages(metricsBefore[leader] ?? ''),
+      parseStages(metricsAfter[leader] ?? ''),
+    );
     const pings = await timeEach(PINGS, () => sim.ping());
     await sim.close();
     const txn = await txnFloor(cluster.etcd.endpoints);
@@ -296,6 +302,14 @@ export async function benchSingleChain(): Promise<BenchResult[]> {
         value: r3(stages.guardP50Ms),
         note: `from the histogram buckets (linear within a bucket): reserve txn p50 ${r3(stages.reserveP50Ms)} ms, HSM sign + verify p50 ${r3(stages.hsmP50Ms)} ms`,
       },
+      ...leaderStages.map(
+        (s): BenchResult => ({
+          name: `cluster_chains.single.stage.${s.stage}.p50`,
+          unit: 'ms',
+          value: r3(s.p50Ms),
+          note: `the leader's cometkms_sign_stage_duration_seconds, mean ${r3(s.meanMs)} ms over ${s.count}; interpolated within its buckets, measured run only`,
+        }),
+      ),
       {
         name: 'cluster_chains.single.ratio.p50',
         unit: 'x',

@@ -96,6 +96,11 @@ export type StageScrape = Map<SignStage, StageSeries>;
 export async function scrapeStages(adminUrl: string, token: string): Promise<StageScrape> {
   const { status, body } = await adminGet(adminUrl, '/metrics', token);
   if (status !== 200 || typeof body !== 'string') throw new Error(`GET /metrics answered ${status}`);
+  return parseStages(body);
+}
+
+/** The per-stage histogram in a /metrics text. */
+export function parseStages(body: string): StageScrape {
   const out: StageScrape = new Map();
   const series = (stage: SignStage): StageSeries => {
     let s = out.get(stage);
