@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { type HRS, Step } from '../../../src/cometbft/types.ts';
+import { Step } from '../../../src/cometbft/types.ts';
 import { NotLeaderError, StateMissingError, StateRegressionError } from '../../../src/store/errors.ts';
 import {
   EtcdSignStateStore,
@@ -10,9 +10,10 @@ import {
   readEtcdStateRecord,
   swapEtcdSignState,
 } from '../../../src/store/etcd.ts';
-import { HighWaterMarks, type MarkStorage, readHighWater } from '../../../src/store/high-water.ts';
+import { HighWaterMarks, readHighWater } from '../../../src/store/high-water.ts';
 import { freshSignState, type SignState } from '../../../src/store/types.ts';
 import { initEtcdChainState, type TestNode, useEtcdTestBed, waitUntil } from '../../helpers/etcd-cluster.ts';
+import { GatedMarkStorage } from '../../helpers/gated-marks.ts';
 
 const CHAIN = 'test-chain';
 const bed = useEtcdTestBed('store', { members: 3, unsafeNoFsync: true });
@@ -376,23 +377,3 @@ test('markConfirmedByCaller: a committed reservation does not wait for the mark;
   await marks.raiseDurably(CHAIN, next);
   assert.equal(disk.read(CHAIN)?.height, 6n);
 });
-
-/** Mark storage in memory whose writes wait while `held` and fail while `failing`. */
-class GatedMarkStorage implements MarkStorage {
-  held = false;
-  failing = false;
-  readonly #marks = new Map<string, HRS>();
-  readonly #waiting: (() => void)[] = [];
-  read(chainId: string): HRS | undefined {
-    return this.#marks.get(chainId);
-  }
-  async write(chainId: string, hrs: HRS): Promise<void> {
-    if (this.held) await new Promise<void>((resolve) => this.#waiting.push(resolve));
-    if (this.failing) throw new Error('injected: the disk failed');
-    this.#marks.set(chainId, { ...hrs });
-  }
-  release(): void {
-    this.held = false;
-    for (const resolve of this.#waiting.splice(0)) resolve();
-  }
-}

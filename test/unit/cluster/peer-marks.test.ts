@@ -27,6 +27,7 @@ import {
   type SignState,
   type SignStateStore,
 } from '../../../src/store/types.ts';
+import { GatedMarkStorage } from '../../helpers/gated-marks.ts';
 
 const CHAIN = 'pm-chain';
 const hrs = (height: number, round = 0, step = 2): HRS => ({ height: BigInt(height), round, step });
@@ -38,22 +39,6 @@ class MemoryMarks implements MarkStorage {
   }
   write(chainId: string, h: HRS): void {
     this.marks.set(chainId, { ...h });
-  }
-}
-
-/** Marks whose writes wait until released, or fail, while `held`/`failing`. */
-class GatedMarks extends MemoryMarks {
-  held = false;
-  failing = false;
-  readonly #waiting: (() => void)[] = [];
-  override async write(chainId: string, h: HRS): Promise<void> {
-    if (this.held) await new Promise<void>((resolve) => this.#waiting.push(resolve));
-    if (this.failing) throw new Error('injected: the disk failed');
-    super.write(chainId, h);
-  }
-  release(): void {
-    this.held = false;
-    for (const resolve of this.#waiting.splice(0)) resolve();
   }
 }
 
@@ -74,11 +59,11 @@ class MemoryBallot implements BallotStorage {
 }
 
 /** Nodes n0..n(k-1), each a PeerQuorum over in-memory marks, reaching each other unless down. */
-function cluster(size: number, gated?: string) {
+function cluster(size: number, storageOf: Record<string, MarkStorage> = {}) {
   const down = new Set<string>();
   const nodes = new Map<
     string,
-    { quorum: PeerQuorum; storage: MemoryMarks; marks: HighWaterMarks; ballot: MemoryBallot }
+    { quorum: PeerQuorum; storage: MarkStorage; marks: HighWaterMarks; ballot: MemoryBallot }
   >();
   const members: PeerAddress[] = Array.from({ length: size }, (_, i) => ({
     nodeId: `n${i}`,
@@ -86,7 +71,7 @@ function cluster(size: number, gated?: string) {
   }));
   let ballots = 0;
   for (const m of members) {
-    const storage = m.nodeId === gated ? new GatedMarks() : new MemoryMarks();
+    const storage = storageOf[m.nodeId] ?? new MemoryMarks();
     const marks = new HighWaterMarks(storage, () => undefined, { defer: (fn) => fn() });
     const ballot = new MemoryBallot();
     const port: PeerPort = {
@@ -212,11 +197,17 @@ describe('PeerQuorum', () => {
     await assert.rejects(q.confirm(q.ballot!, CHAIN, hrs(40)), StateRegressionError);
   });
 
-  it('confirm asks the others while its own mark is written, and resolves only once that is durable', async () => {
-    const c = cluster(3, 'n0');
+  /** A 3-node cluster whose n0 has collected and whose own mark writes can be held or failed. */
+  async function leaderWithGatedMarks() {
+    const own = new GatedMarkStorage();
+    const c = cluster(3, { n0: own });
     const q = c.node('n0').quorum;
     assert.equal(await q.collect(), true);
-    const own = c.node('n0').storage as GatedMarks;
+    return { c, q, own };
+  }
+
+  it('confirm asks the others while its own mark is written, and resolves only once that is durable', async () => {
+    const { c, q, own } = await leaderWithGatedMarks();
     own.held = true;
     let confirmed = false;
     const confirming = q.confirm(q.ballot!, CHAIN, hrs(7)).then(() => {
@@ -232,10 +223,7 @@ describe('PeerQuorum', () => {
   });
 
   it('confirm fails when this node’s own mark cannot be written, whatever the others hold', async () => {
-    const c = cluster(3, 'n0');
-    const q = c.node('n0').quorum;
-    assert.equal(await q.collect(), true);
-    const own = c.node('n0').storage as GatedMarks;
+    const { q, own } = await leaderWithGatedMarks();
     own.failing = true;
     await assert.rejects(q.confirm(q.ballot!, CHAIN, hrs(8)), /the disk failed/);
     assert.equal(own.read(CHAIN), undefined);
