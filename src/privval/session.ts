@@ -113,9 +113,12 @@ const silentLogger = pino({ level: 'silent' });
 class Session {
   readonly done: Promise<SessionEnd>;
   private resolveDone!: (end: SessionEnd) => void;
-  /** Resolves when the session finishes; in-flight waits race against it. */
-  private readonly finishedSignal: Promise<void>;
-  private signalFinished!: () => void;
+  /**
+   * Settles the reply being written, if one is: finish() calls it. (Not a race against a
+   * "finished" promise: every race would leave a reaction on that promise until the session
+   * ends, one per reply, which on a connection that lives for days is a leak.)
+   */
+  private settleWrite: (() => void) | undefined;
 
   private readonly decoder: FrameDecoder;
   private readonly idleTimeoutMs: number;
@@ -138,9 +141,6 @@ class Session {
   ) {
     this.done = new Promise((resolve) => {
       this.resolveDone = resolve;
-    });
-    this.finishedSignal = new Promise((resolve) => {
-      this.signalFinished = resolve;
     });
     this.decoder = new FrameDecoder({ maxLength: opts.maxRequestSize ?? DEFAULT_MAX_REQUEST_SIZE });
     this.idleTimeoutMs = opts.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS;
@@ -289,23 +289,28 @@ class Session {
    * (ending the session) after `writeTimeoutMs` without the peer taking it.
    */
   private write(bytes: Uint8Array): Promise<void> {
-    let timer: NodeJS.Timeout | undefined;
-    const written = new Promise<void>((resolve) => {
-      timer = setTimeout(() => {
+    if (this.end) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      const settle = (): void => {
+        clearTimeout(timer);
+        if (this.settleWrite === settle) this.settleWrite = undefined;
+        resolve();
+      };
+      const timer = setTimeout(() => {
         this.log.warn(
           { writeTimeoutMs: this.writeTimeoutMs },
           'privval: the node does not read its replies; closing the connection',
         );
         this.finish('write-timeout');
-        resolve();
       }, this.writeTimeoutMs);
+      // A transport that never calls back after being destroyed must not hang the session:
+      // finishing settles this write too.
+      this.settleWrite = settle;
       this.stream.write(bytes, (err) => {
         if (err) this.finish('error', err);
-        resolve();
+        settle();
       });
     });
-    // A transport that never calls back after being destroyed must not hang the session.
-    return Promise.race([written, this.finishedSignal]).finally(() => clearTimeout(timer));
   }
 
   private armIdleTimer(): void {
@@ -331,7 +336,7 @@ class Session {
     this.end = error ? { reason, error, requests: this.requests } : { reason, requests: this.requests };
     this.clearIdleTimer();
     this.queue.length = 0;
-    this.signalFinished();
+    this.settleWrite?.();
     if (!this.stream.destroyed) this.stream.destroy();
     if (!this.busy) this.resolveDone(this.end);
   }

@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
 import { Duplex } from 'node:stream';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { describe, it } from 'node:test';
 import { encodeUvarint, FrameDecoder, lengthPrefixed } from '../../../src/cometbft/framing.ts';
 import { decodeMessage, encodeMessage, zeroVote } from '../../../src/cometbft/messages.ts';
@@ -91,6 +93,8 @@ class RecordingHandler implements RequestHandler {
     return { kind: 'signedVoteResponse', vote: { ...request.vote, signature: new Uint8Array(64).fill(7) } };
   }
 }
+
+const REPLIES_PER_LEAK_CHECK = 20_000;
 
 describe('runSession', () => {
   it('answers Ping itself with PingResponse, without calling the handler', async () => {
@@ -349,6 +353,42 @@ describe('runSession', () => {
     assert.equal(end.requests, 0);
     assert.deepEqual(handler.events, ['start 1', 'end 1']);
     assert.equal(peer.replies.length, 0);
+  });
+
+  it('holds nothing per reply, however long the connection lives', async () => {
+    // A validator connection lives for days at a few replies per second: anything the session
+    // keeps per reply until it ends grows without bound. So the heap, after a forced GC, must not
+    // grow with the number of replies a live session has written.
+    setFlagsFromString('--expose-gc');
+    const gc = runInNewContext('gc') as () => void;
+    const kms = new Duplex({
+      read() {},
+      write(_chunk, _enc, cb) {
+        cb();
+      },
+    });
+    const done = runSession(kms, { version: 'v0.38', handler: new RecordingHandler() });
+    const ping = lengthPrefixed(encodeMessage({ kind: 'pingRequest' }, 'v0.38'));
+    const reply = async (n: number): Promise<void> => {
+      for (let i = 0; i < n; i++) {
+        kms.push(ping);
+        // one request at a time, each answered before the next, as a node sends them
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+    };
+    const heapAfterGc = async (): Promise<number> => {
+      await new Promise((resolve) => setImmediate(resolve));
+      gc();
+      return process.memoryUsage().heapUsed;
+    };
+    await reply(1_000); // warm-up: code, caches
+    const before = await heapAfterGc();
+    await reply(REPLIES_PER_LEAK_CHECK);
+    const grown = (await heapAfterGc()) - before;
+    kms.push(null);
+    assert.equal((await done).requests, 1_000 + REPLIES_PER_LEAK_CHECK);
+    // 100 bytes kept per reply would be 2 MB here (the race this replaced kept about 640)
+    assert.ok(grown < 2_000_000, `the heap grew by ${grown} bytes over ${REPLIES_PER_LEAK_CHECK} replies`);
   });
 
   it('ends at once on an already destroyed stream', async () => {
