@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { Duplex } from 'node:stream';
+import { describe, it } from 'node:test';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
-import { describe, it } from 'node:test';
 import { encodeUvarint, FrameDecoder, lengthPrefixed } from '../../../src/cometbft/framing.ts';
 import { decodeMessage, encodeMessage, zeroVote } from '../../../src/cometbft/messages.ts';
 import type { PrivvalMessage, ProtocolVersion, Vote } from '../../../src/cometbft/types.ts';
