@@ -93,6 +93,27 @@ describe('signing session', () => {
     }
   });
 
+  it('a signature with another key than the armed one swaps the session and signs', async () => {
+    // After each signature the next C_SignInit runs ahead, for the same key (#armNext): a
+    // signature with the other key then meets an operation it cannot use or cancel.
+    const hsm = await open();
+    try {
+      await hsm.openSigningSession(token.pin);
+      const ed = hsm.signer('ed', 'ed25519');
+      const k1 = hsm.signer('k1', 'secp256k1');
+      for (const [i, signer] of [ed, ed, k1, ed, k1, k1].entries()) {
+        assert.ok(
+          verifySignature(signer.pubKey, message(i), await signer.sign(message(i))),
+          `signature ${i}`,
+        );
+        // let the arming run before the next signature
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+    } finally {
+      await hsm.close();
+    }
+  });
+
   it('closing the session while 400 signatures are in flight drains them', async () => {
     const hsm = await open();
     try {
