@@ -499,13 +499,16 @@ export class Hsm {
     // CometBFT sign bytes are never empty; pkcs11js cannot pass an empty buffer to C_Sign.
     if (message.length === 0) throw new HsmError('refusing to sign an empty message');
     const raw = await s.lock.run(async () => {
+      // Re-checked under the lock: the session may have stopped while this call waited.
+      if (s.stopped) throw new HsmError('the HSM signing session closed before this signature started');
       const cacheKey = `${type}:${label}`;
       if (this.#lastKey !== undefined && this.#lastKey !== cacheKey) this.#severalKeys = true;
       this.#lastKey = cacheKey;
       // An operation armed for another key cannot be cancelled (PKCS#11 2.40): start afresh.
-      if (s.armed !== undefined && s.armed !== cacheKey) this.#replaceSession(s);
-      // Re-checked under the lock: the session may have stopped while this call waited.
-      if (s.stopped) throw new HsmError('the HSM signing session closed before this signature started');
+      if (s.armed !== undefined && s.armed !== cacheKey) {
+        this.#replaceSession(s);
+        if (s.stopped) throw new HsmError('the HSM signing session could not be replaced');
+      }
       let key = s.keys.get(cacheKey);
       if (key === undefined) {
         key = this.#findPrivateKey(s.session, label, type);
