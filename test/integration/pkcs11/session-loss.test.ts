@@ -65,6 +65,8 @@ describe('a lost signing session', () => {
   });
 
   it('is reopened after CKR_DEVICE_REMOVED once the token is back, at most every 500 ms', async () => {
+    // the arming scheduled by the last signature runs first (it is queued with setImmediate)
+    await new Promise((resolve) => setImmediate(resolve));
     await writeFile(control, 'fail 50\n');
     // The shim fails C_SignInit. The next signature's C_SignInit ran right after the last
     // signature (armed), before the fault: that one signs, and only the one after meets it.
