@@ -21,6 +21,7 @@ import { VERSION } from '../../version.ts';
 import { EXIT_CODES, exitCodeOf, ReportedError, UsageError } from '../errors.ts';
 import { createLogger, LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from '../logger.ts';
 import { CRASH_ENV, CRASH_FLAG, crashProbability } from '../runtime/crash-hook.ts';
+import { limitHeapGrowth } from '../runtime/heap-growth.ts';
 import { ShutdownSignals } from '../runtime/signals.ts';
 
 interface StartOptions {
@@ -69,6 +70,8 @@ async function runNode(o: StartOptions, log: pino.Logger): Promise<void> {
     log.warn(`${CRASH_ENV} is set but ignored: the test-only fault hook is not armed`);
   }
   const config = await loadConfig(o.config);
+  const heapFlag = limitHeapGrowth();
+  log.debug({ v8Flag: heapFlag ?? 'as given to node' }, 'old-generation growing step');
   // Watched from before startup, so that a signal during startup stops the node once it is up
   // (and a second one exits at once) instead of killing it halfway through.
   const signals = new ShutdownSignals(log);
