@@ -4,7 +4,7 @@
  * process allocates, up to 4 times the live heap. A cluster leader signing 100 chains holds
  * about 30 MB of live heap but allocates fast (etcd, gRPC, TLS), and V8 let it reach 133-177 MB
  * RSS (bench/many-chains.bench.ts, ten 60 s windows). With a step of 30 % every node of the same
- * cluster stayed at 109-116 MB; 50 % left the leader at 121-124 MB. The price is more full
+ * cluster stayed at 108-116 MB; 50 % left the leader at 121-124 MB. The price is more full
  * collections: deploy/README.md quotes what they cost under load.
  *
  * Node refuses this V8 flag in NODE_OPTIONS, so `cometkms start` sets it itself at startup; V8
