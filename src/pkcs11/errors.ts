@@ -27,6 +27,17 @@ export class HsmError extends Error {
   }
 }
 
+/**
+ * The token was not among the module's initialised tokens. Besides a wrong label or a missing
+ * token this can be transient with a file-backed module (see openHsm), so openHsm retries it.
+ */
+export class TokenNotFoundError extends HsmError {
+  constructor(message: string) {
+    super(message);
+    this.name = 'TokenNotFoundError';
+  }
+}
+
 /** CKR code → name, from the constants pkcs11js exports. */
 const CKR_NAMES: ReadonlyMap<number, string> = (() => {
   const names = new Map<number, string>();

@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
+import { setTimeout as delay } from 'node:timers/promises';
 import { sha256 } from '@noble/hashes/sha2.js';
 import pkcs11js from 'pkcs11js';
 import { bytesEqual } from '../cometbft/bytes.ts';
@@ -9,7 +10,7 @@ import { normalizeLowS, verifySignature } from '../cometbft/verify.ts';
 import type { Signer } from '../guard/signer.ts';
 import { CKK_EC_EDWARDS } from './constants.ts';
 import { ecPointForImport, keyTypeOfEcParams, pubKeyFromEcPoint } from './ec.ts';
-import { HsmError, isCkr, Pkcs11Error, p11, p11Async } from './errors.ts';
+import { HsmError, isCkr, Pkcs11Error, p11, p11Async, TokenNotFoundError } from './errors.ts';
 import { acquireModule, type LoadedModule, releaseModule, tokenLabel } from './module.ts';
 import { Mutex } from './mutex.ts';
 import { DEFAULT_KEY_TYPES, type HsmProfile, type KeyTypeSupport } from './profiles.ts';
@@ -91,19 +92,39 @@ interface SigningSession {
   armed: string | undefined;
 }
 
+/**
+ * Attempts, and the pause between them, for a token that is missing or answers
+ * CKR_GENERAL_ERROR while it is being opened or logged in to. SoftHSM keeps a token in files that
+ * each process rereads, and a process reading them while another rewrites them (every C_Login
+ * does) can miss the token or get CKR_GENERAL_ERROR: measured 35 missing tokens and 3 failed
+ * logins in 5,457 opens beside a process logging in without pause. Nodes started together on
+ * one host share a token that way, so these failures are retried a bounded number of times;
+ * nothing else is, and a PIN failure never is (#login).
+ */
+const TRANSIENT_TOKEN_ATTEMPTS = 5;
+const TRANSIENT_TOKEN_RETRY_MS = 100;
+
+function isTransientTokenError(err: unknown): boolean {
+  return err instanceof TokenNotFoundError || isCkr(err, 'CKR_GENERAL_ERROR');
+}
+
 /** Opens the token labelled `opts.tokenLabel` in module `opts.module`. No login happens here. */
 export async function openHsm(opts: HsmOptions): Promise<Hsm> {
-  const module = acquireModule(opts.module);
-  try {
-    const slot = findSlot(module, opts.tokenLabel, opts.tokenSerial);
-    // A read-only public session: enough to find public keys, so followers can check health.
-    const session = p11('C_OpenSession', () =>
-      module.pkcs11.C_OpenSession(slot, pkcs11js.CKF_SERIAL_SESSION),
-    );
-    return new Hsm(module, slot, session, opts);
-  } catch (err) {
-    releaseModule(module);
-    throw err;
+  for (let attempt = 1; ; attempt++) {
+    const module = acquireModule(opts.module);
+    try {
+      const slot = findSlot(module, opts.tokenLabel, opts.tokenSerial);
+      // A read-only public session: enough to find public keys, so followers can check health.
+      const session = p11('C_OpenSession', () =>
+        module.pkcs11.C_OpenSession(slot, pkcs11js.CKF_SERIAL_SESSION),
+      );
+      return new Hsm(module, slot, session, opts);
+    } catch (err) {
+      // Releasing the last share finalises the module: the next C_Initialize reads the token anew.
+      releaseModule(module);
+      if (attempt >= TRANSIENT_TOKEN_ATTEMPTS || !isTransientTokenError(err)) throw err;
+    }
+    await delay(TRANSIENT_TOKEN_RETRY_MS);
   }
 }
 
@@ -123,7 +144,7 @@ function findSlot(module: LoadedModule, label: string, serial: string | undefine
   }
   const which = serial === undefined ? `"${label}"` : `"${label}" with serial ${serial}`;
   if (matches.length === 0) {
-    throw new HsmError(
+    throw new TokenNotFoundError(
       `token ${which} not found in ${module.path} (tokens present: ${seen.length ? seen.join(', ') : 'none'})`,
     );
   }
@@ -226,9 +247,10 @@ export class Hsm {
   }
 
   /**
-   * Logs in and opens the session signatures are made in. Idempotent. A login is attempted at
-   * most once per call and never repeated after a PIN failure: real HSMs lock the user after a
-   * few wrong PINs, so a leader flapping with a bad PIN must not keep trying.
+   * Logs in and opens the session signatures are made in. Idempotent. A PIN is tried at most
+   * once per call (only a CKR_GENERAL_ERROR, no verdict on the PIN, is tried again) and never
+   * after a PIN failure: real HSMs lock the user after a few wrong PINs, so a leader flapping with
+   * a bad PIN must not keep trying.
    */
   async openSigningSession(pin: string): Promise<void> {
     this.#wantedPin = pin;
@@ -252,7 +274,7 @@ export class Hsm {
     const session = p11('C_OpenSession', () => pk.C_OpenSession(this.#slot, pkcs11js.CKF_SERIAL_SESSION));
     let loggedInByUs: boolean;
     try {
-      loggedInByUs = this.#login(session, pin);
+      loggedInByUs = await this.#login(session, pin);
     } catch (err) {
       p11('C_CloseSession', () => pk.C_CloseSession(session));
       throw err;
@@ -634,19 +656,23 @@ export class Hsm {
    * C_Login as the user, once. Returns whether this call logged the token in (false when it
    * already was: CKR_USER_ALREADY_LOGGED_IN is success).
    */
-  #login(session: Handle, pin: string): boolean {
+  async #login(session: Handle, pin: string): Promise<boolean> {
     if (this.#loginRefused) {
       throw new HsmError(
         `login refused: an earlier login failed with ${this.#loginRefused.ckr}; fix the PIN and restart (no retry, to avoid locking the token)`,
       );
     }
-    try {
-      p11('C_Login', () => this.#module.pkcs11.C_Login(session, pkcs11js.CKU_USER, pin));
-      return true;
-    } catch (err) {
-      if (isCkr(err, 'CKR_USER_ALREADY_LOGGED_IN')) return false;
-      if (err instanceof Pkcs11Error && PIN_FAILURES.has(err.ckr)) this.#loginRefused = err;
-      throw err;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        p11('C_Login', () => this.#module.pkcs11.C_Login(session, pkcs11js.CKU_USER, pin));
+        return true;
+      } catch (err) {
+        if (isCkr(err, 'CKR_USER_ALREADY_LOGGED_IN')) return false;
+        if (err instanceof Pkcs11Error && PIN_FAILURES.has(err.ckr)) this.#loginRefused = err;
+        // CKR_GENERAL_ERROR is no verdict on the PIN, so trying again cannot bring a lock closer.
+        if (attempt >= TRANSIENT_TOKEN_ATTEMPTS || !isCkr(err, 'CKR_GENERAL_ERROR')) throw err;
+      }
+      await delay(TRANSIENT_TOKEN_RETRY_MS);
     }
   }
 
@@ -660,7 +686,7 @@ export class Hsm {
       );
       let loggedInByUs = false;
       try {
-        loggedInByUs = this.#login(session, pin);
+        loggedInByUs = await this.#login(session, pin);
         return await fn(session);
       } finally {
         // Login state is shared by every session of the process: log out only if this call
