@@ -55,12 +55,6 @@ describe('a token another process logs in to without pause', () => {
   before(async () => {
     token = await createSoftHsmToken({ label: 'shared-token' });
     process.env.SOFTHSM2_CONF = token.confPath;
-    const setup = await openHsm({ module: token.modulePath, tokenLabel: token.label });
-    try {
-      await setup.generateKey('validator', 'ed25519', token.pin);
-    } finally {
-      await setup.close();
-    }
   });
 
   after(async () => {
@@ -68,7 +62,7 @@ describe('a token another process logs in to without pause', () => {
     await token?.cleanup();
   });
 
-  it(`is opened, its key found and logged in to ${OPENS} times in a row without a failure`, async () => {
+  it(`is opened and logged in to ${OPENS} times in a row without a failure`, async () => {
     other = spawn(
       process.execPath,
       ['-e', LOGIN_LOOP, token.modulePath, token.label, token.pin, String(OTHER_PROCESS_MAX_MS)],
@@ -88,7 +82,6 @@ describe('a token another process logs in to without pause', () => {
     for (let i = 0; i < OPENS; i++) {
       const hsm = await openHsm({ module: token.modulePath, tokenLabel: token.label });
       try {
-        hsm.signer('validator', 'ed25519');
         await hsm.openSigningSession(token.pin);
       } finally {
         await hsm.close();
