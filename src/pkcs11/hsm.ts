@@ -653,8 +653,9 @@ export class Hsm {
   }
 
   /**
-   * C_Login as the user, once. Returns whether this call logged the token in (false when it
-   * already was: CKR_USER_ALREADY_LOGGED_IN is success).
+   * C_Login as the user: once, or again only after CKR_GENERAL_ERROR (TRANSIENT_TOKEN_ATTEMPTS
+   * in all). Returns whether this call logged the token in (false when it already was:
+   * CKR_USER_ALREADY_LOGGED_IN is success).
    */
   async #login(session: Handle, pin: string): Promise<boolean> {
     if (this.#loginRefused) {
