@@ -37,9 +37,11 @@ process.on('SIGTERM', () => { stop = true; });
 const end = Date.now() + Number(maxMs);
 function burst() {
   for (let i = 0; i < 50 && Date.now() < end; i++) {
-    const session = pk.C_OpenSession(slot, pkcs11js.CKF_SERIAL_SESSION);
-    try { pk.C_Login(session, pkcs11js.CKU_USER, pin); pk.C_Logout(session); logins++; } catch {}
-    pk.C_CloseSession(session);
+    try {
+      const session = pk.C_OpenSession(slot, pkcs11js.CKF_SERIAL_SESSION);
+      try { pk.C_Login(session, pkcs11js.CKU_USER, pin); pk.C_Logout(session); logins++; }
+      finally { pk.C_CloseSession(session); }
+    } catch {}
     if (logins > 0 && !ready) { ready = true; process.stdout.write('ready\\n'); }
   }
   if (stop || Date.now() >= end) { process.stdout.write(logins + '\\n'); pk.C_Finalize(); process.exit(0); }
@@ -70,14 +72,20 @@ describe('a token another process logs in to without pause', () => {
       { cwd: REPO, env: { ...process.env, ...token.env }, stdio: ['ignore', 'pipe', 'inherit'] },
     );
     let out = '';
-    other.stdout?.setEncoding('utf8').on('data', (chunk: string) => {
-      out += chunk;
-    });
-    const deadline = Date.now() + 30_000;
-    while (!out.includes('ready')) {
-      assert.ok(Date.now() < deadline && other.exitCode === null, `the other process did not start: ${out}`);
-      await new Promise((resolve) => setTimeout(resolve, 20));
-    }
+    let timer: NodeJS.Timeout | undefined;
+    await new Promise<void>((resolve, reject) => {
+      timer = setTimeout(
+        () => reject(new Error(`the other process did not log in within 30 s: ${out}`)),
+        30_000,
+      );
+      other?.stdout?.setEncoding('utf8').on('data', (chunk: string) => {
+        out += chunk;
+        if (out.includes('ready')) resolve();
+      });
+      other?.once('exit', (code) =>
+        reject(new Error(`the other process exited (${code}) before its first login`)),
+      );
+    }).finally(() => clearTimeout(timer));
 
     for (let i = 0; i < OPENS; i++) {
       const hsm = await openHsm({ module: token.modulePath, tokenLabel: token.label });
@@ -88,11 +96,12 @@ describe('a token another process logs in to without pause', () => {
       }
     }
 
+    // The race needs the other process to have been writing the whole time: it still runs.
+    assert.equal(other.exitCode, null, 'the other process stopped before the opens were done');
     const exited = once(other, 'exit');
     other.kill('SIGTERM');
     await exited;
     const logins = Number(out.trim().split('\n').at(-1));
-    // The race needs the other process to have been writing the whole time.
     assert.ok(logins > OPENS, `the other process logged in ${logins} times`);
   });
 });
