@@ -7,7 +7,11 @@
  *   through whichever node holds the validator connection. Its floor, measured in the same run
  *   on the same etcd and machine: a bare fenced transaction (the 3 leader-key compares + the
  *   state compare, one put) + a bare SoftHSM ed25519 C_Sign + a privval ping round trip over
- *   the same connection. Goals: p50 ≤ 1.5 × floor, p99 ≤ 25 ms.
+ *   the same connection. Goals: p50 ≤ 1.5 × floor, p99 ≤ 25 ms. For reference, no goal: the
+ *   CPU time each process of the cluster spent per request of the measured run (all of them
+ *   share this machine's cores and disk), and the same bare fenced transaction measured again
+ *   while a second chain of the cluster signs sequentially, beside the leader's own reserve
+ *   transaction in the measured run.
  * - 100 chains in lockstep (every chain asks at the same moment: the worst case) and 300 chains
  *   at independent phases (simulators.ts: runChains), 1 s blocks, v0.38 with vote extensions,
  *   each chain its own simulator on a unix socket. After a warm-up, the heights every chain completes in a window are
@@ -19,7 +23,7 @@
  * Run standalone: `node --import tsx bench/cluster-chains.bench.ts [single] [N] [N-lockstep] ...`.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { LATENCY_BUCKETS_S } from '../src/admin/metrics.ts';
@@ -29,11 +33,11 @@ import { openHsm } from '../src/pkcs11/hsm.ts';
 import { acquireModule, releaseModule } from '../src/pkcs11/module.ts';
 import { initSoftHsmToken, randomPin, SOFTHSM_MODULE } from '../src/pkcs11/softhsm.ts';
 import { Etcd3Port } from '../src/ports/etcd3.ts';
-import type { SimulationSummary } from '../src/simulator/simulator.ts';
+import type { SimulationSummary, ValidatorSimulator } from '../src/simulator/simulator.ts';
 import { encodeSignState, etcdKeys, fencingCompares } from '../src/store/etcd.ts';
 import { freshSignState } from '../src/store/types.ts';
 import { type KmsCluster, startKmsCluster, waitFor } from '../test/helpers/kms-cluster.ts';
-import { parseStages, stageBreakdown } from './floors.ts';
+import { cpuMs, parseStages, stageBreakdown } from './floors.ts';
 import { bareSigner } from './pkcs11.bench.ts';
 import { chainSimulator, runChains, sequentialSimulator } from './simulators.ts';
 import type { BenchResult } from './types.ts';
@@ -44,6 +48,8 @@ const MEASURE_S = 30;
 /** A chain fell behind if it completed fewer than this share of the heights the window allows. */
 const BEHIND_SHARE = 0.9;
 const SINGLE_HEIGHTS = 300;
+/** heights the load chain of the loaded floor may sign: more than it gets to (it is stopped after the floor) */
+const LOAD_HEIGHTS = 2000;
 const FLOOR_SAMPLES = 500;
 const PINGS = 300;
 
@@ -223,6 +229,41 @@ async function txnFloor(endpoints: string[]): Promise<number[]> {
   }
 }
 
+/**
+ * The bare fenced transaction again, while a second chain of the same cluster signs sequentially
+ * (`load`, a simulator already connected): the transaction's latency on this machine under the
+ * load a signing chain puts on it. Every process of the cluster shares the same cores and disk
+ * here, so what the transaction costs inside the signing path is compared with this too. Throws
+ * if the load did not last until the last transaction.
+ */
+async function loadedTxnFloor(
+  endpoints: string[],
+  load: ValidatorSimulator,
+): Promise<{ txn: number[]; loadSigned: number }> {
+  const running = load.run();
+  let txn: number[];
+  let loadSigned: number;
+  try {
+    await waitFor('the load chain signing', 30_000, () => load.summary().signed > 0);
+    const signedBefore = load.summary().signed;
+    txn = await txnFloor(endpoints);
+    if (load.summary().heightsCompleted >= LOAD_HEIGHTS) {
+      throw new Error('bench: the load chain finished before the loaded floor did');
+    }
+    loadSigned = load.summary().signed - signedBefore;
+  } catch (err) {
+    await load.close();
+    await running.catch(() => undefined);
+    throw err;
+  }
+  await load.close();
+  const summary = await running;
+  if (summary.invalidSignatures > 0 || summary.doubleSigns > 0) {
+    throw new Error(`bench: the load chain went wrong: ${JSON.stringify(summary)}`);
+  }
+  return { txn, loadSigned };
+}
+
 /** One chain, sequential requests over tcp, and its floor in the same run. */
 export async function benchSingleChain(): Promise<BenchResult[]> {
   const sim = sequentialSimulator({
@@ -230,19 +271,40 @@ export async function benchSingleChain(): Promise<BenchResult[]> {
     chainId: 'bench-floor-1',
     heights: SINGLE_HEIGHTS,
   });
+  // Connected from the start but idle until the loaded floor.
+  const load = sequentialSimulator({
+    listen: 'tcp://127.0.0.1:0',
+    chainId: 'bench-floor-load',
+    heights: LOAD_HEIGHTS,
+  });
   const addr = await sim.listen();
+  const loadAddr = await load.listen();
   let cluster: KmsCluster | undefined;
   try {
     cluster = await startKmsCluster({
       chainId: 'bench-floor-1',
       protocol: 'v0.38',
       validators: [addr],
+      moreChains: [{ id: 'bench-floor-load', validators: [loadAddr] }],
       keySeed: new Uint8Array(32).fill(13),
       unsafeNoFsync: false,
     });
     const leader = await cluster.leaderIndex();
+    const kmsPids = cluster.nodes.map((n) => {
+      if (n.proc === undefined) throw new Error(`node ${n.id} is not running`);
+      return n.proc.pid;
+    });
+    const etcdPids = cluster.etcd.members.map((m) => m.pid);
+    if (!(await load.waitForSigner(30_000))) throw new Error('bench: no signer connected to the load chain');
     const metricsBefore = await scrape(cluster);
+    const pids = [...kmsPids, ...etcdPids, process.pid];
+    const cpuBefore = await Promise.all(pids.map(cpuMs));
+    const runStart = performance.now();
     const run = await sim.run();
+    const runMs = performance.now() - runStart;
+    const cpuPerRequest = (await Promise.all(pids.map(cpuMs))).map(
+      (after, i) => (after - (cpuBefore[i] as number)) / (SINGLE_HEIGHTS * 3),
+    );
     const metricsAfter = await scrape(cluster);
     const stages = stageMeans(metricsBefore, metricsAfter);
     const leaderStages = stageBreakdown(
@@ -252,6 +314,7 @@ export async function benchSingleChain(): Promise<BenchResult[]> {
     const pings = await timeEach(PINGS, () => sim.ping());
     await sim.close();
     const txn = await txnFloor(cluster.etcd.endpoints);
+    const loaded = await loadedTxnFloor(cluster.etcd.endpoints, load);
     const hsm = await hsmFloor();
     const floor = percentile(txn, 0.5) + percentile(hsm, 0.5) + percentile(pings, 0.5);
     const floorNote = 'same run: bare fenced txn p50 + bare SoftHSM ed25519 sign p50 + ping p50';
@@ -324,11 +387,74 @@ export async function benchSingleChain(): Promise<BenchResult[]> {
         note: 'prevote p50 / floor, same run',
         goal: { max: 1.5 },
       },
+      {
+        name: 'cluster_chains.loaded_floor.fenced_txn.p50',
+        unit: 'ms',
+        value: r3(percentile(loaded.txn, 0.5)),
+        note: `the same ${FLOOR_SAMPLES} bare fenced txns while a second chain of the cluster signed sequentially (${loaded.loadSigned} of its requests answered meanwhile)`,
+      },
+      {
+        name: 'cluster_chains.single.reserve_txn_vs_loaded_floor.p50',
+        unit: 'x',
+        value: r2(stages.reserveP50Ms / percentile(loaded.txn, 0.5)),
+        note: "the leader's reserve txn p50 in the measured run / the loaded floor's fenced txn p50 (reference, no goal)",
+      },
+      ...cpuRows(kmsPids.length, leader, cpuPerRequest, runMs),
     ];
   } finally {
     await sim.close();
+    await load.close();
     await cluster?.cleanup();
   }
+}
+
+/**
+ * Where the machine's CPU went during the measured single-chain run, per request: `perRequest`
+ * holds the KMS nodes' figures first (`kmsNodes` of them, `leader` among them), then the etcd
+ * members', then this process's (the simulated validator).
+ */
+function cpuRows(kmsNodes: number, leader: number, perRequest: number[], runMs: number): BenchResult[] {
+  const sum = (xs: number[]): number => xs.reduce((a, b) => a + b, 0);
+  const kms = perRequest.slice(0, kmsNodes);
+  const followers = kms.filter((_, i) => i !== leader);
+  const etcd = perRequest.slice(kmsNodes, -1);
+  const bench = perRequest.at(-1) as number;
+  const requests = SINGLE_HEIGHTS * 3;
+  const each = (xs: number[]): string => xs.map((x) => r2(x)).join(' + ');
+  const how =
+    'CPU time (user + system, all threads, /proc/<pid>/stat) during the measured run / its requests';
+  return [
+    {
+      name: 'cluster_chains.single.cpu_per_request.leader',
+      unit: 'ms',
+      value: r2(kms[leader] as number),
+      note: how,
+    },
+    {
+      name: 'cluster_chains.single.cpu_per_request.followers',
+      unit: 'ms',
+      value: r2(sum(followers)),
+      note: `both KMS followers together (${each(followers)} ms), the same way`,
+    },
+    {
+      name: 'cluster_chains.single.cpu_per_request.etcd',
+      unit: 'ms',
+      value: r2(sum(etcd)),
+      note: `the ${etcd.length} etcd members together (${each(etcd)} ms), the same way`,
+    },
+    {
+      name: 'cluster_chains.single.cpu_per_request.validator',
+      unit: 'ms',
+      value: r2(bench),
+      note: 'the bench process (the simulated validator, over SecretConnection), the same way',
+    },
+    {
+      name: 'cluster_chains.single.cores_busy',
+      unit: 'cores',
+      value: r2((sum(perRequest) * requests) / runMs),
+      note: `all of the above during the ${Math.round(runMs)} ms measured run, on a machine of ${availableParallelism()} cores`,
+    },
+  ];
 }
 
 /** `chains` chains at 1 s blocks with extensions on one cluster, at independent phases or in lockstep. */

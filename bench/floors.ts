@@ -5,6 +5,7 @@
  * `cometkms_sign_stage_duration_seconds` histogram before and after the measured run.
  */
 import { closeSync, fdatasyncSync, fsyncSync, openSync, rmSync, writeSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { STAGE_METRIC } from '../src/admin/stage-histogram.ts';
 import { ValidatorSimulator } from '../src/simulator/simulator.ts';
@@ -24,6 +25,18 @@ export const r3 = (x: number): number => Math.round(x * 1000) / 1000;
 export const IDLE_GAP_MS = 1;
 
 export const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** USER_HZ, the unit of /proc/<pid>/stat's CPU times (100 on every Linux build that matters) */
+const CLOCK_TICKS_PER_S = 100;
+
+/** CPU time (user + system, all threads) a process has used so far, in ms, from /proc/<pid>/stat. */
+export async function cpuMs(pid: number): Promise<number> {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+  // Fields after the command name (which may hold spaces) start after its closing parenthesis.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const ticks = Number(fields[11]) + Number(fields[12]);
+  return (ticks * 1000) / CLOCK_TICKS_PER_S;
+}
 
 /**
  * Times `n` sequential 256-byte pwrite+fdatasync calls into a preallocated, zero-filled file in

@@ -20,6 +20,7 @@ import { pathToFileURL } from 'node:url';
 import type { SimulationSummary, ValidatorSimulator } from '../src/simulator/simulator.ts';
 import { type KmsCluster, startKmsCluster, waitFor } from '../test/helpers/kms-cluster.ts';
 import { deployedNodeOptions } from './deployed-node.ts';
+import { cpuMs } from './floors.ts';
 import { chainSimulator, runChains } from './simulators.ts';
 import type { BenchResult } from './types.ts';
 
@@ -32,8 +33,6 @@ const BEHIND_SHARE = 0.9;
 /** Heights each simulator is given: more than warm-up + window, so none stops early. */
 const HEIGHTS = WARMUP_S + MEASURE_S + 60;
 
-/** USER_HZ, the unit of /proc/<pid>/stat's CPU times (100 on every Linux build that matters) */
-const CLOCK_TICKS_PER_S = 100;
 const r3 = (x: number): number => Math.round(x * 1000) / 1000;
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
@@ -48,15 +47,6 @@ async function rssMb(pid: number): Promise<number> {
   const kb = /^VmRSS:\s+(\d+)\s+kB$/m.exec(status)?.[1];
   if (kb === undefined) throw new Error(`no VmRSS in /proc/${pid}/status`);
   return Number(kb) / 1024;
-}
-
-/** CPU time (user + system) a process has used so far, in ms, from /proc/<pid>/stat. */
-async function cpuMs(pid: number): Promise<number> {
-  const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
-  // Fields after the command name (which may hold spaces) start after its closing parenthesis.
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  const ticks = Number(fields[11]) + Number(fields[12]);
-  return (ticks * 1000) / CLOCK_TICKS_PER_S;
 }
 
 function simulator(chainId: string, sock: string, seed: number): ValidatorSimulator {
