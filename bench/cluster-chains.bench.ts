@@ -62,6 +62,10 @@ function percentile(xs: readonly number[], p: number): number {
   return s[Math.min(s.length - 1, Math.floor(p * s.length))] as number;
 }
 
+function mean(xs: readonly number[]): number {
+  return xs.reduce((a, b) => a + b, 0) / xs.length;
+}
+
 /** Times `n` sequential calls of `fn`, in ms each. */
 async function timeEach(n: number, fn: (i: number) => Promise<unknown> | unknown): Promise<number[]> {
   const out: number[] = [];
@@ -394,10 +398,12 @@ export async function benchSingleChain(): Promise<BenchResult[]> {
         note: `the same ${FLOOR_SAMPLES} bare fenced txns while a second chain of the cluster signed sequentially (${loaded.loadSigned} of its requests answered meanwhile)`,
       },
       {
-        name: 'cluster_chains.single.reserve_txn_vs_loaded_floor.p50',
+        // Means: the leader's side comes from its histogram, whose buckets are too coarse (1, 2.5,
+        // 5 ms) for a median to compare with.
+        name: 'cluster_chains.single.reserve_txn_vs_loaded_floor.mean',
         unit: 'x',
-        value: r2(stages.reserveP50Ms / percentile(loaded.txn, 0.5)),
-        note: "the leader's reserve txn p50 in the measured run / the loaded floor's fenced txn p50 (reference, no goal)",
+        value: r2(stages.reserveMs / mean(loaded.txn)),
+        note: `the leader's reserve txn mean in the measured run (${r3(stages.reserveMs)} ms) / the loaded floor's fenced txn mean (${r3(mean(loaded.txn))} ms); reference, no goal`,
       },
       ...cpuRows(kmsPids.length, leader, cpuPerRequest, runMs),
     ];
