@@ -306,9 +306,14 @@ export async function benchSingleChain(): Promise<BenchResult[]> {
     const runStart = performance.now();
     const run = await sim.run();
     const runMs = performance.now() - runStart;
-    const cpuPerRequest = (await Promise.all(pids.map(cpuMs))).map(
+    const perRequest = (await Promise.all(pids.map(cpuMs))).map(
       (after, i) => (after - (cpuBefore[i] as number)) / (SINGLE_HEIGHTS * 3),
     );
+    const cpu: CpuPerRequest = {
+      kms: perRequest.slice(0, kmsPids.length),
+      etcd: perRequest.slice(kmsPids.length, kmsPids.length + etcdPids.length),
+      validator: perRequest.at(-1) as number,
+    };
     const metricsAfter = await scrape(cluster);
     const stages = stageMeans(metricsBefore, metricsAfter);
     const leaderStages = stageBreakdown(
@@ -405,7 +410,7 @@ export async function benchSingleChain(): Promise<BenchResult[]> {
         value: r2(stages.reserveMs / mean(loaded.txn)),
         note: `the leader's reserve txn mean in the measured run (${r3(stages.reserveMs)} ms) / the loaded floor's fenced txn mean (${r3(mean(loaded.txn))} ms); reference, no goal`,
       },
-      ...cpuRows(kmsPids.length, leader, cpuPerRequest, runMs),
+      ...cpuRows(cpu, leader, runMs),
     ];
   } finally {
     await sim.close();
@@ -414,26 +419,29 @@ export async function benchSingleChain(): Promise<BenchResult[]> {
   }
 }
 
-/**
- * Where the machine's CPU went during the measured single-chain run, per request: `perRequest`
- * holds the KMS nodes' figures first (`kmsNodes` of them, `leader` among them), then the etcd
- * members', then this process's (the simulated validator).
- */
-function cpuRows(kmsNodes: number, leader: number, perRequest: number[], runMs: number): BenchResult[] {
+/** CPU time per request of the measured single-chain run, in ms, by process. */
+interface CpuPerRequest {
+  /** the KMS nodes, in the cluster's order */
+  kms: number[];
+  /** the etcd members */
+  etcd: number[];
+  /** this process: the simulated validator */
+  validator: number;
+}
+
+/** Where the machine's CPU went during the measured single-chain run of `runMs`, per request. */
+function cpuRows(cpu: CpuPerRequest, leader: number, runMs: number): BenchResult[] {
   const sum = (xs: number[]): number => xs.reduce((a, b) => a + b, 0);
-  const kms = perRequest.slice(0, kmsNodes);
-  const followers = kms.filter((_, i) => i !== leader);
-  const etcd = perRequest.slice(kmsNodes, -1);
-  const bench = perRequest.at(-1) as number;
-  const requests = SINGLE_HEIGHTS * 3;
+  const followers = cpu.kms.filter((_, i) => i !== leader);
   const each = (xs: number[]): string => xs.map((x) => r2(x)).join(' + ');
   const how =
     'CPU time (user + system, all threads, /proc/<pid>/stat) during the measured run / its requests';
+  const total = sum(cpu.kms) + sum(cpu.etcd) + cpu.validator;
   return [
     {
       name: 'cluster_chains.single.cpu_per_request.leader',
       unit: 'ms',
-      value: r2(kms[leader] as number),
+      value: r2(cpu.kms[leader] as number),
       note: how,
     },
     {
@@ -445,19 +453,19 @@ function cpuRows(kmsNodes: number, leader: number, perRequest: number[], runMs: 
     {
       name: 'cluster_chains.single.cpu_per_request.etcd',
       unit: 'ms',
-      value: r2(sum(etcd)),
-      note: `the ${etcd.length} etcd members together (${each(etcd)} ms), the same way`,
+      value: r2(sum(cpu.etcd)),
+      note: `the ${cpu.etcd.length} etcd members together (${each(cpu.etcd)} ms), the same way`,
     },
     {
       name: 'cluster_chains.single.cpu_per_request.validator',
       unit: 'ms',
-      value: r2(bench),
+      value: r2(cpu.validator),
       note: 'the bench process (the simulated validator, over SecretConnection), the same way',
     },
     {
       name: 'cluster_chains.single.cores_busy',
       unit: 'cores',
-      value: r2((sum(perRequest) * requests) / runMs),
+      value: r2((total * SINGLE_HEIGHTS * 3) / runMs),
       note: `all of the above during the ${Math.round(runMs)} ms measured run, on a machine of ${availableParallelism()} cores`,
     },
   ];
