@@ -20,7 +20,7 @@ import { pathToFileURL } from 'node:url';
 import type { SimulationSummary, ValidatorSimulator } from '../src/simulator/simulator.ts';
 import { type KmsCluster, startKmsCluster, waitFor } from '../test/helpers/kms-cluster.ts';
 import { deployedNodeOptions } from './deployed-node.ts';
-import { cpuMs } from './floors.ts';
+import { cpuMs, r3, sleep } from './floors.ts';
 import { chainSimulator, runChains } from './simulators.ts';
 import type { BenchResult } from './types.ts';
 
@@ -32,9 +32,6 @@ const MEASURE_S = 30;
 const BEHIND_SHARE = 0.9;
 /** Heights each simulator is given: more than warm-up + window, so none stops early. */
 const HEIGHTS = WARMUP_S + MEASURE_S + 60;
-
-const r3 = (x: number): number => Math.round(x * 1000) / 1000;
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
